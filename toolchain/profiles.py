@@ -1,0 +1,271 @@
+"""DeviceProfile: what one edge device can store and run, loaded from a YAML file and validated.
+
+Every problem is reported at once, each naming the file, the field, the bad value and what is allowed:
+`device_profiles/rpi5.yaml: weights.bits: 9 is not one of 2, 3, 4, 5, 6, 7, 8`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from toolchain.errors import BadInputError
+from toolchain.quant.containers import Container
+from toolchain.quant.core import Scheme, int_range
+
+ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8)
+MIN_OPSET, MAX_OPSET = 13, 25  # 13: first per-channel DequantizeLinear; 25: INT2 (FACTS.md)
+BLOCKED_MIN_OPSET = 21
+# Smallest onnxruntime able to run each container / blocked DequantizeLinear on the CPU (FACTS.md).
+MIN_ORT_FOR_BITS = {8: (1, 16), 4: (1, 19), 2: (1, 24)}
+BLOCKED_MIN_ORT = (1, 19)
+
+
+class OpSet(StrEnum):
+    """Named groups of ONNX ops; a profile allows the union of the sets it names plus `extra_ops`."""
+
+    TRANSFORMER = "transformer"  # what a float BERT-style encoder exports to
+    QDQ_WEIGHTS = "qdq_weights"  # DequantizeLinear on integer weights
+    QDQ_ACTIVATIONS = "qdq_activations"  # QuantizeLinear/DequantizeLinear pairs on activations
+
+
+OP_SETS: dict[OpSet, frozenset[str]] = {
+    OpSet.TRANSFORMER: frozenset(
+        "Add Sub Mul Div Pow Sqrt Erf Tanh Neg Reciprocal MatMul Gemm Gather Reshape Transpose Softmax "
+        "LayerNormalization ReduceMean Cast Shape Concat Unsqueeze Squeeze Slice Where Equal Expand "
+        "Constant ConstantOfShape Identity Range Not Less Greater Min Max Sigmoid Relu Flatten".split()
+    ),
+    OpSet.QDQ_WEIGHTS: frozenset({"DequantizeLinear"}),
+    OpSet.QDQ_ACTIVATIONS: frozenset({"QuantizeLinear", "DequantizeLinear"}),
+}
+
+
+class ActivationQuant(StrEnum):
+    NONE = "none"
+    INT8_STATIC = "int8_static"
+
+
+class EmbeddingQuant(StrEnum):
+    FLOAT = "float"
+    INT8 = "int8"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Budget(_Strict):
+    max_avg_bits: float | None = Field(default=None, gt=0, le=32, description="logical bits per weight")
+    max_weight_mb: float | None = Field(default=None, gt=0, description="quantized-weight container MB")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Budget:
+        if self.max_avg_bits is None and self.max_weight_mb is None:
+            raise ValueError("set at least one of max_avg_bits (logical) or max_weight_mb (container)")
+        return self
+
+
+class WeightSpec(_Strict):
+    bits: list[int] = Field(min_length=1)
+    containers: list[Container] = Field(min_length=1)
+    schemes: list[Scheme] = Field(default=[Scheme.SYMMETRIC], min_length=1)
+    per_channel: bool = True
+    block_sizes: list[int] = []
+
+    @field_validator("bits")
+    @classmethod
+    def _bits_allowed(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b not in ALLOWED_BITS]
+        if bad:
+            raise ValueError(f"{bad[0]} is not one of {', '.join(map(str, ALLOWED_BITS))}")
+        return sorted(set(v))
+
+    @field_validator("block_sizes")
+    @classmethod
+    def _powers_of_two(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b < 16 or b & (b - 1)]
+        if bad:
+            raise ValueError(f"{bad[0]} is not a power of two >= 16 (onnxruntime's blocked kernels)")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _some_granularity(self) -> WeightSpec:
+        if not self.per_channel and not self.block_sizes:
+            raise ValueError("per_channel is false and block_sizes is empty: allow at least one granularity")
+        return self
+
+    def container_for(self, bits: int, scheme: Scheme) -> Container | None:
+        """Smallest allowed container holding `bits`-bit integers of `scheme`, or None."""
+        lo, hi = int_range(bits, scheme)
+        fits = [c for c in self.containers if c.holds(lo, hi) and c.signed == (scheme is Scheme.SYMMETRIC)]
+        return min(fits, key=lambda c: c.bits, default=None)
+
+
+class OnnxSpec(_Strict):
+    opset: int = Field(ge=MIN_OPSET, le=MAX_OPSET)
+    min_onnxruntime: str = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
+    op_sets: list[OpSet] = [OpSet.TRANSFORMER, OpSet.QDQ_WEIGHTS]
+    extra_ops: list[str] = []
+
+    @property
+    def ort_version(self) -> tuple[int, int]:
+        major, minor = self.min_onnxruntime.split(".")[:2]
+        return int(major), int(minor)
+
+    def allowed_ops(self) -> frozenset[str]:
+        """Allowed op types; ops outside the default domain are written `domain::OpType`."""
+        return frozenset().union(*(OP_SETS[s] for s in self.op_sets), self.extra_ops)
+
+
+class Accuracy(_Strict):
+    max_drop: float = Field(ge=0, le=100, description="accuracy points below the float reference")
+
+
+class DeviceProfile(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    description: str
+    budget: Budget
+    weights: WeightSpec
+    onnx: OnnxSpec
+    activations: ActivationQuant = ActivationQuant.NONE
+    embeddings: EmbeddingQuant = EmbeddingQuant.FLOAT
+    adapter_branch: bool = False
+    accuracy: Accuracy
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> DeviceProfile:
+        problems = _cross_field_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def containers_needed(self) -> set[Container]:
+        return {c for b in self.weights.bits for s in self.weights.schemes if (c := self.weights.container_for(b, s))}
+
+    def granularities(self) -> list[int | None]:
+        """Allowed block sizes, None meaning per output channel."""
+        return ([None] if self.weights.per_channel else []) + list(self.weights.block_sizes)
+
+
+def _cross_field_problems(p: DeviceProfile) -> list[str]:
+    problems = []
+    opset, ort = p.onnx.opset, p.onnx.ort_version
+    for c in p.weights.containers:
+        if opset < c.min_opset:
+            problems.append(
+                f"weights.containers: {c} needs onnx.opset >= {c.min_opset}, got {opset} "
+                f"(allowed at {opset}: {', '.join(x for x in Container if x.min_opset <= opset)})"
+            )
+        need = MIN_ORT_FOR_BITS[c.bits]
+        if ort < need:
+            problems.append(
+                f"weights.containers: {c} needs onnx.min_onnxruntime >= {need[0]}.{need[1]}, "
+                f"got {p.onnx.min_onnxruntime}"
+            )
+    if p.weights.block_sizes and opset < BLOCKED_MIN_OPSET:
+        problems.append(
+            f"weights.block_sizes: {p.weights.block_sizes} needs onnx.opset >= {BLOCKED_MIN_OPSET} "
+            f"(blocked DequantizeLinear), got {opset}; use per_channel only"
+        )
+    if p.weights.block_sizes and ort < BLOCKED_MIN_ORT:
+        problems.append(f"weights.block_sizes: needs onnx.min_onnxruntime >= 1.19, got {p.onnx.min_onnxruntime}")
+    for b in p.weights.bits:
+        if not any(p.weights.container_for(b, s) for s in p.weights.schemes):
+            problems.append(
+                f"weights.bits: {b} has no container among weights.containers "
+                f"[{', '.join(p.weights.containers)}] for schemes [{', '.join(p.weights.schemes)}]"
+            )
+    if p.activations is ActivationQuant.INT8_STATIC and OpSet.QDQ_ACTIVATIONS not in p.onnx.op_sets:
+        problems.append("activations: int8_static needs qdq_activations in onnx.op_sets")
+    if OpSet.QDQ_WEIGHTS not in p.onnx.op_sets:
+        problems.append("onnx.op_sets: qdq_weights is required (integer weights feed DequantizeLinear)")
+    return problems
+
+
+def _format_pydantic(path: Path, exc: ValidationError) -> list[str]:
+    lines = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = "" if e["type"] in {"missing", "value_error"} else f" (got {e.get('input')!r:.80})"
+        lines.append(f"{path}: {loc}: {msg}{got}")
+    return lines
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start}): profiles are UTF-8 YAML") from exc
+    try:
+        data = yaml.safe_load(text)  # safe loader only: no tags that construct Python objects
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise BadInputError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from exc
+    if data is None:
+        raise BadInputError(f"{path}: empty file: a profile needs name, description, budget, weights, onnx, accuracy")
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path}: (top level): expected a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_profile(path: Path | str) -> DeviceProfile:
+    """Load and validate one profile; raises BadInputError listing every problem."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        profile = DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        raise BadInputError(_format_pydantic(path, exc)) from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. huge ints pydantic hands on
+        raise BadInputError(f"{path}: (top level): {exc}") from exc
+    if profile.name != path.stem:
+        raise BadInputError(f"{path}: name: {profile.name!r} must match the file name {path.stem!r}")
+    return profile
+
+
+def profile_paths(paths: list[Path | str]) -> list[Path]:
+    """Expand directories to their *.yaml / *.yml files (sorted); keep files as given."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                raise BadInputError(f"{p}: no *.yaml profiles in this directory")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise BadInputError(f"{p}: no such profile file or directory")
+    return out
+
+
+def load_profiles(paths: list[Path | str]) -> list[DeviceProfile]:
+    """Load every profile, collecting the problems of all files before raising."""
+    profiles, problems = [], []
+    for path in profile_paths(paths):
+        try:
+            profiles.append(load_profile(path))
+        except BadInputError as exc:
+            problems.extend(exc.problems)
+    names = [p.name for p in profiles]
+    problems += [f"duplicate profile name {n!r}" for n in sorted({n for n in names if names.count(n) > 1})]
+    if problems:
+        raise BadInputError(problems)
+    return profiles
+
+
+def default_profiles_dir() -> Path:
+    """device_profiles/ of the source tree (editable install) or the copy packaged with the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "device_profiles", here / "device_profiles"):
+        if candidate.is_dir():
+            return candidate
+    raise BadInputError("no device_profiles directory found: pass --profiles DIR")

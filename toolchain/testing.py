@@ -1,0 +1,64 @@
+"""Tiny seeded models and data for tests and smoke benchmarks: built locally, never downloaded."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from toolchain.data import TextDataset
+
+_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_TOPICS = {
+    "alpha": "apple banana cherry grape lemon mango melon peach pear plum".split(),
+    "beta": "anchor boat canoe ferry harbor kayak mast raft sail yacht".split(),
+    "gamma": "atom boson electron ion lepton meson muon neutron photon quark".split(),
+}
+_FILLER = "the a of and to in is was for on with as by at from it this that".split()
+
+
+def tiny_corpus(n_per_class: int = 40, seed: int = 0) -> TextDataset:
+    """Three classes of short texts, each mostly filler with a few topic words: learnable but not trivial."""
+    rng = random.Random(seed)
+    texts, labels, ids = [], [], []
+    for c, (name, words) in enumerate(_TOPICS.items()):
+        for i in range(n_per_class):
+            toks = [rng.choice(_FILLER) for _ in range(12)] + rng.sample(words, 3)
+            rng.shuffle(toks)
+            texts.append(" ".join(toks))
+            labels.append(c)
+            ids.append(f"{name}/{i:03d}")
+    return TextDataset(texts, labels, ids, list(_TOPICS), "tiny")
+
+
+def write_tiny_corpus(path: Path, n_per_class: int = 40, seed: int = 0) -> Path:
+    """The tiny corpus as a folder of class subfolders (the format users bring)."""
+    ds = tiny_corpus(n_per_class, seed)
+    for text, doc_id in zip(ds.texts, ds.ids):
+        f = Path(path) / f"{doc_id}.txt"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a seeded, randomly initialised BERT encoder and its WordPiece tokenizer to `path`."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = _SPECIAL + sorted({w for ws in _TOPICS.values() for w in ws} | set(_FILLER))
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(path)
+    return path
