@@ -1,0 +1,1 @@
+"""edgeq: one fine-tuning run, then a verified, quantized ONNX model for every edge device."""

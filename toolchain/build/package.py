@@ -1,0 +1,53 @@
+"""A device package on disk: staged in a temporary directory, hashed, then renamed into place.
+
+Layout of OUT/<profile>/: model.onnx (+ model.onnx.data when large), tokenizer files, manifest.json,
+manifest.json.sha256, report.html. A package only exists under its final name once complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolchain.build.manifest import MANIFEST, Manifest, load_manifest
+from toolchain.errors import IntegrityError
+from toolchain.io import atomic_write_text, sha256_file
+
+MANIFEST_HASH = MANIFEST + ".sha256"
+
+
+def hash_files(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` except the manifest and its hash, by relative path."""
+    skip = {MANIFEST, MANIFEST_HASH}
+    return {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file() and p.name not in skip
+    }
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Write manifest.json and the sha256 of its bytes (so an edited manifest is detected too)."""
+    atomic_write_text(Path(root) / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
+    atomic_write_text(Path(root) / MANIFEST_HASH, sha256_file(Path(root) / MANIFEST) + "\n")
+
+
+def verify_package(root: Path) -> Manifest:
+    """Check every file of a package against its manifest; IntegrityError names each bad file."""
+    root = Path(root)
+    problems = []
+    hash_file = root / MANIFEST_HASH
+    if not hash_file.is_file():
+        problems.append(f"{hash_file}: missing (the manifest cannot be checked)")
+    elif hash_file.read_text().strip() != sha256_file(root / MANIFEST):
+        problems.append(f"{root / MANIFEST}: sha256 does not match {MANIFEST_HASH}: the manifest was edited")
+    manifest = load_manifest(root)
+    actual = hash_files(root)
+    for rel, digest in manifest.files.items():
+        if rel not in actual:
+            problems.append(f"{root / rel}: listed in the manifest but missing")
+        elif actual[rel] != digest:
+            problems.append(f"{root / rel}: sha256 {actual[rel][:12]}... != manifest {digest[:12]}... (changed or truncated)")
+    problems += [f"{root / rel}: not listed in the manifest" for rel in actual if rel not in manifest.files]
+    if problems:
+        raise IntegrityError(problems)
+    return manifest

@@ -1,0 +1,174 @@
+"""Self-contained HTML reports (no network): Pareto front, per-layer bit map, size breakdown, tables."""
+
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from toolchain.bitconfig import BitConfig  # noqa: E402
+from toolchain.build.manifest import Manifest  # noqa: E402
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#1d232a}
+h1{margin-bottom:.2rem} .sub{color:#5b6570;margin-top:0}
+.badge{display:inline-block;padding:.15rem .6rem;border-radius:1rem;font-weight:600;color:#fff}
+.passed{background:#1a7f37} .failed{background:#cf222e}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem} td,th{border-bottom:1px solid #d0d7de;padding:.3rem .8rem;text-align:left}
+th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem} figure{margin:0} svg{max-width:100%;height:auto}
+ul.fail{color:#cf222e}
+"""
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG
+
+
+def pareto_svg(front: list[tuple[float, float]], devices: dict[str, tuple[float, float]], highlight: str | None = None) -> str:
+    """Accuracy vs logical bits per weight: the searched front and each device's chosen point."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if front:
+        xs, ys = zip(*sorted(front))
+        ax.plot(xs, ys, "-o", color="#8c959f", ms=3, lw=1, label="Pareto front (validation)")
+    for name, (bits, acc) in devices.items():
+        hot = highlight is None or name == highlight
+        ax.scatter([bits], [acc], s=70 if hot else 30, zorder=3, alpha=1 if hot else 0.5)
+        ax.annotate(name, (bits, acc), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("logical bits per weight (scale overhead included)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _svg(fig)
+
+
+def bitmap_svg(config: BitConfig) -> str:
+    """Per-layer bit-width map: transformer block on x, module type on y."""
+    from toolchain.models import _LAYER_INDEX
+
+    cells: dict[tuple[str, int], int] = {}
+    for name, lb in config.layers.items():
+        m = _LAYER_INDEX.search(name + ".")
+        block, kind = (int(m.group(1)), name[m.end():]) if m else (0, name)
+        cells[(kind, block)] = lb.bits
+    kinds = list(dict.fromkeys(k for k, _ in cells))
+    blocks = sorted({b for _, b in cells})
+    grid = [[cells.get((k, b), float("nan")) for b in blocks] for k in kinds]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(blocks), 0.9 + 0.35 * len(kinds)))
+    im = ax.imshow(grid, cmap="viridis", vmin=2, vmax=8, aspect="auto")
+    for i, row in enumerate(grid):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 6 else "k", fontsize=8)
+    ax.set_xticks(range(len(blocks)), [str(b) for b in blocks])
+    ax.set_yticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_xlabel("transformer block")
+    fig.colorbar(im, ax=ax, label="bits")
+    return _svg(fig)
+
+
+def size_svg(breakdown: dict[str, int]) -> str:
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    left = 0.0
+    for part, nbytes in breakdown.items():
+        mb = nbytes / 1e6
+        ax.barh([0], [mb], left=left, label=f"{part} {mb:.2f} MB")
+        left += mb
+    ax.set_yticks([])
+    ax.set_xlabel("MB in model.onnx")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.5))
+    return _svg(fig)
+
+
+def _table(rows: Iterable[tuple], header: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(
+            f"<td class='num'>{c:.4g}</td>" if isinstance(c, float) else f"<td>{html.escape(str(c))}</td>" for c in r
+        ) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def device_report(m: Manifest, front: list[tuple[float, float]], devices: dict[str, tuple[float, float]]) -> str:
+    name = m.profile["name"]
+    fails = "".join(f"<li>{html.escape(f)}</li>" for f in m.failures)
+    acc = m.accuracy
+    metrics = [
+        ("onnxruntime accuracy (test)", f"{acc['onnx']:.2f} %"),
+        ("float reference accuracy", f"{acc['float_reference']:.2f} %"),
+        ("drop (allowed)", f"{acc['drop']:.2f} pts ({m.profile['accuracy']['max_drop']} pts)"),
+        ("logical bits / weight", f"{m.sizes.logical_bits_per_weight:.3f}"),
+        ("container bits / weight", f"{m.sizes.container_bits_per_weight:.3f}"),
+        ("quantized weight bytes", f"{m.sizes.quantized_weight_container_bytes:,}"),
+        ("model file bytes", f"{m.sizes.file_bytes:,}"),
+        ("opset / onnxruntime", f"{m.opset} / {m.onnxruntime_version}"),
+        ("variant", ", ".join(f"{k}={v}" for k, v in m.variant.items())),
+    ]
+    body = (
+        f"<h1>{html.escape(name)} <span class='badge {m.status}'>{m.status}</span></h1>"
+        f"<p class='sub'>{html.escape(m.profile.get('description', ''))}</p>"
+        + (f"<ul class='fail'>{fails}</ul>" if fails else "")
+        + _table(metrics, ("measure", "value"))
+        + "<div class='grid'>"
+        + f"<figure><h3>Pareto front</h3>{pareto_svg(front, devices, name)}</figure>"
+        + f"<figure><h3>Per-layer bit-widths</h3>{bitmap_svg(m.bit_config)}</figure>"
+        + "</div>"
+        + f"<h3>Size breakdown</h3>{size_svg(m.sizes.breakdown)}"
+        + "<h3>Fidelity to torch</h3>"
+        + _table(_flat(m.fidelity), ("check", "value"))
+        + "<h3>Latency (ms, median, 2 threads)</h3>"
+        + _table(_flat(m.latency), ("case", "value"))
+    )
+    return _page(f"edgeq: {name}", body)
+
+
+def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += _flat(v, key + ".")
+        else:
+            rows.append((key, float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v))
+    return rows
+
+
+def index_report(manifests: list[Manifest], front: list[tuple[float, float]], devices: dict[str, tuple[float, float]]) -> str:
+    rows = [
+        (
+            f"{m.profile['name']}",
+            m.status,
+            round(m.sizes.logical_bits_per_weight, 3),
+            round(m.sizes.file_bytes / 1e6, 2),
+            round(m.accuracy["onnx"], 2),
+            round(m.accuracy["float_reference"], 2),
+            m.fidelity.get("exact", {}).get("max_abs_diff", "n/a"),
+        )
+        for m in manifests
+    ]
+    links = " · ".join(
+        f"<a href='{html.escape(m.profile['name'])}/report.html'>{html.escape(m.profile['name'])}</a>" for m in manifests
+    )
+    body = (
+        "<h1>edgeq build</h1><p class='sub'>one fine-tuning run, one verified package per device</p>"
+        + _table(rows, ("device", "status", "bits/weight", "file MB", "accuracy %", "float %", "max |Δlogit|"))
+        + f"<p>{links}</p><h3>Pareto front</h3>{pareto_svg(front, devices)}"
+    )
+    return _page("edgeq build", body)

@@ -1,0 +1,1 @@
+"""Validation of exported models in onnxruntime (installed as toolchain.validators)."""
