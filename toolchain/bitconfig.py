@@ -74,7 +74,7 @@ class BitConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    layers: dict[str, LayerBits]
+    layers: dict[str, LayerBits] = Field(min_length=1)  # empty: avg_bits would divide by zero
 
     @property
     def n_params(self) -> int:
@@ -118,7 +118,7 @@ class BitConfig(BaseModel):
             raise BadInputError(f"{path}: cannot read bit config: {exc.strerror}") from exc
         except ValidationError as exc:
             raise BadInputError(
-                f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                f"{path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()
             ) from exc
 
 

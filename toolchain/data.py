@@ -7,6 +7,7 @@ the train/validation/test split is stratified and seeded, hence reproducible on 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ def _from_records(records: list[tuple[str, str, str]], source: str) -> TextDatas
     empty = [i for i, t, _ in records if not t.strip()]
     if empty:
         raise BadInputError(f"{source}: {len(empty)} empty text(s), first id {empty[0]!r}")
+    uses = Counter(i for i, _, _ in records)
+    repeated = [i for i, k in uses.items() if k > 1]
+    if repeated:  # test ids are written out with a package: each must name one document
+        first = repeated[0]
+        raise BadInputError(f"{source}: id {first!r} is used by {uses[first]} documents; ids must be unique")
     names = sorted({label for _, _, label in records})
     if len(names) < 2:
         raise BadInputError(f"{source}: only one class ({names[0]!r}); a classifier needs at least two")
@@ -78,13 +84,14 @@ def _from_records(records: list[tuple[str, str, str]], source: str) -> TextDatas
 
 
 def _read_text(path: Path, fallback: str | None) -> str:
-    raw = path.read_bytes()
+    raw = path.read_bytes()  # decoded whole, so an error's byte offset is the file's
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         if fallback is None:
             raise BadInputError(f"{path}: not UTF-8 (byte {exc.start}); re-encode the file as UTF-8") from exc
-        return raw.decode(fallback)
+        text = raw.decode(fallback)
+    return text.removeprefix("\ufeff")  # spreadsheet exports start with a byte order mark
 
 
 def load_folder(root: Path, fallback_encoding: str | None = None) -> TextDataset:
@@ -101,23 +108,25 @@ def load_folder(root: Path, fallback_encoding: str | None = None) -> TextDataset
     return _from_records(records, str(root))
 
 
-def _rows_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def _rows_csv(path: Path, text: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return list(reader)
+    except csv.Error as exc:
+        raise BadInputError(f"{path}: not valid CSV: {exc}") from exc
 
 
-def _rows_jsonl(path: Path) -> list[dict]:
+def _rows_jsonl(path: Path, text: str) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BadInputError(f"{path}: line {n}: not JSON: {exc.msg}") from exc
-                if not isinstance(row, dict):
-                    raise BadInputError(f"{path}: line {n}: expected an object with text and label")
-                rows.append(row)
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInputError(f"{path}: line {n}: not JSON: {exc.msg}") from exc
+            if not isinstance(row, dict):
+                raise BadInputError(f"{path}: line {n}: expected an object with text and label")
+            rows.append(row)
     return rows
 
 
@@ -125,10 +134,7 @@ def load_table(path: Path) -> TextDataset:
     """CSV or JSONL with `text` and `label` columns (and an optional `id`)."""
     path = Path(path)
     reader = _rows_jsonl if path.suffix.lower() in {".jsonl", ".json"} else _rows_csv
-    try:
-        rows = reader(path)
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"{path}: not UTF-8 (byte {exc.start}); re-encode the file as UTF-8") from exc
+    rows = reader(path, _read_text(path, None))
     records = []
     for n, row in enumerate(rows):
         missing = [k for k in ("text", "label") if row.get(k) in (None, "")]

@@ -15,6 +15,9 @@ from toolchain.errors import BadInputError
 # where quantization error is not averaged out.
 _FLOAT_LAYER = re.compile(r"(^|\.)(classifier|pooler|pre_classifier|score|qa_outputs)(\.|$)")
 _LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+# Without one of these, AutoTokenizer silently builds a tokenizer of special tokens only (all text -> [UNK]).
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.model")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ def load_model(path: Path | str, label_names: list[str]):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise BadInputError(f"{path}: not a model directory (no config.json)")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise BadInputError(f"{path}: no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialised classifier" is expected: we train the head
@@ -75,8 +80,9 @@ def load_model(path: Path | str, label_names: list[str]):
             local_files_only=True,
         )
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise BadInputError(f"{path}: the model directory does not load: {exc}".splitlines()[0]) from exc
+    except Exception as exc:  # corrupt weights raise SafetensorError, struct.error, UnpicklingError, ...
+        first_line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise BadInputError(f"{path}: the model directory does not load: {first_line}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
     if not quantizable_layers(model):

@@ -6,6 +6,7 @@ Every problem is reported at once, each naming the file, the field, the bad valu
 
 from __future__ import annotations
 
+import reprlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,12 @@ class _Strict(BaseModel):
 
 
 class Budget(_Strict):
-    max_avg_bits: float | None = Field(default=None, gt=0, le=32, description="logical bits per weight")
-    max_weight_mb: float | None = Field(default=None, gt=0, description="quantized-weight container MB")
+    max_avg_bits: float | None = Field(
+        default=None, gt=0, le=32, allow_inf_nan=False, description="logical bits per weight"
+    )
+    max_weight_mb: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="quantized-weight container MB"
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Budget:
@@ -140,7 +145,7 @@ class DeviceProfile(_Strict):
     def _cross_field(self) -> DeviceProfile:
         problems = _cross_field_problems(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one line each, split again by _format_pydantic
         return self
 
     def containers_needed(self) -> set[Container]:
@@ -186,14 +191,41 @@ def _cross_field_problems(p: DeviceProfile) -> list[str]:
     return problems
 
 
+def _short_repr(value: Any) -> str:
+    """A bounded repr: YAML aliases can nest a tiny file into an exponentially large value."""
+    r = reprlib.Repr()  # keyword arguments need Python 3.12
+    r.maxlevel, r.maxstring, r.maxother = 3, 60, 60
+    return r.repr(value)[:80]
+
+
 def _format_pydantic(path: Path, exc: ValidationError) -> list[str]:
     lines = []
     for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
-        got = "" if e["type"] in {"missing", "value_error"} else f" (got {e.get('input')!r:.80})"
+        if not e["loc"] and e["type"] == "value_error":  # cross-field problems each start with their field
+            lines += [f"{path}: {m}" for m in msg.splitlines()]
+            continue
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        got = "" if e["type"] in {"missing", "value_error"} else f" (got {_short_repr(e.get('input'))})"
         lines.append(f"{path}: {loc}: {msg}{got}")
     return lines
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else []:  # else super() refuses
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):  # unhashable keys: SafeLoader reports them
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -204,11 +236,15 @@ def _read_yaml(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start}): profiles are UTF-8 YAML") from exc
     try:
-        data = yaml.safe_load(text)  # safe loader only: no tags that construct Python objects
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: no tags that construct Python objects
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise BadInputError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from exc
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML on e.g. `!!float abc`
+        raise BadInputError(f"{path}: invalid YAML: a tagged value cannot be built: {exc}") from exc
+    except RecursionError as exc:
+        raise BadInputError(f"{path}: invalid YAML: nested too deeply") from exc
     if data is None:
         raise BadInputError(f"{path}: empty file: a profile needs name, description, budget, weights, onnx, accuracy")
     if not isinstance(data, dict):
@@ -249,14 +285,18 @@ def profile_paths(paths: list[Path | str]) -> list[Path]:
 
 def load_profiles(paths: list[Path | str]) -> list[DeviceProfile]:
     """Load every profile, collecting the problems of all files before raising."""
-    profiles, problems = [], []
+    profiles, problems, files = [], [], []
     for path in profile_paths(paths):
         try:
             profiles.append(load_profile(path))
+            files.append(path)
         except BadInputError as exc:
             problems.extend(exc.problems)
     names = [p.name for p in profiles]
-    problems += [f"duplicate profile name {n!r}" for n in sorted({n for n in names if names.count(n) > 1})]
+    for path, name in zip(files, names):
+        others = [str(f) for f, n in zip(files, names) if n == name and f != path]
+        if others:
+            problems.append(f"{path}: name: duplicate profile name {name!r} (also in {', '.join(others)})")
     if problems:
         raise BadInputError(problems)
     return profiles

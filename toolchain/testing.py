@@ -50,7 +50,8 @@ def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0)
     path.mkdir(parents=True, exist_ok=True)
     vocab = _SPECIAL + sorted({w for ws in _TOPICS.values() for w in ws} | set(_FILLER))
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    # transformers 5 ignores `vocab_file=` here (every token became [UNK]): pass the vocabulary itself.
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(path)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),

@@ -61,9 +61,13 @@ _ONNX_TYPES = {
 def pack(values: np.ndarray, container: Container) -> np.ndarray:
     """Pack integers into `container`'s storage bytes (uint8 array), LSB-first, row-major.
 
-    Raises ValueError when a value does not fit the container: packing never wraps silently.
+    Raises ValueError when a value is not an integer or does not fit the container: packing never
+    truncates or wraps silently.
     """
-    flat = np.asarray(values).reshape(-1).astype(np.int64)
+    raw = np.asarray(values).reshape(-1)
+    if raw.size and not np.issubdtype(raw.dtype, np.integer) and not np.array_equal(raw, np.round(raw)):
+        raise ValueError(f"{container}: values must be integers, got non-integer {raw.dtype} values")
+    flat = raw.astype(np.int64)
     lo, hi = container.value_range
     if flat.size and (flat.min() < lo or flat.max() > hi):
         raise ValueError(f"values [{flat.min()}, {flat.max()}] do not fit {container} [{lo}, {hi}]")
@@ -80,6 +84,9 @@ def pack(values: np.ndarray, container: Container) -> np.ndarray:
 def unpack(data: np.ndarray, container: Container, count: int) -> np.ndarray:
     """Inverse of `pack`: the first `count` integers (int64), sign-extended for signed containers."""
     raw = np.asarray(data, dtype=np.uint8).reshape(-1)
+    capacity = raw.size * 8 // container.bits
+    if count > capacity:
+        raise ValueError(f"{container}: {raw.size} bytes hold at most {capacity} values, not {count}")
     if container.bits == 8:
         return raw.view(np.int8 if container.signed else np.uint8)[:count].astype(np.int64)
     per_byte = 8 // container.bits
