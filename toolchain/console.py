@@ -38,3 +38,32 @@ def print_profiles(profiles: list[DeviceProfile]) -> None:
             f"{p.accuracy.max_drop:g} pts",
         )
     _console().print(t)
+
+
+def print_results(results) -> None:
+    """One row per device: bits, size, accuracy vs float, fidelity, latency, pass/fail."""
+    t = Table(title="edgeq build")
+    for col in ("device", "bits/w", "container MB", "file MB", "acc %", "float %", "max |Δ|", "agree %", "ms b1", "ms b8", "result"):
+        t.add_column(col, justify="left" if col in ("device", "result") else "right")
+    for r in results:
+        m = r.manifest
+        exact = m.fidelity.get("exact", {})
+        lat = m.latency.get("quantized_ms", {})
+        t.add_row(
+            r.profile,
+            f"{m.sizes.logical_bits_per_weight:.2f}",
+            f"{m.sizes.quantized_weight_container_bytes / 1e6:.2f}",
+            f"{m.sizes.file_bytes / 1e6:.2f}",
+            _fmt(m.accuracy["onnx"], ".2f"),
+            _fmt(m.accuracy["float_reference"], ".2f"),
+            _fmt(exact.get("max_abs_diff"), ".1e"),
+            _fmt(exact.get("agreement"), ".1f"),
+            _fmt(lat.get("1"), ".1f"),
+            _fmt(lat.get("8"), ".1f"),
+            "[green]passed[/]" if r.passed else "[red]FAILED[/]",
+        )
+    _console().print(t)
+
+
+def _fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)

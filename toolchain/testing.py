@@ -59,7 +59,7 @@ def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0)
         num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=2 * hidden,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(path)
     return path

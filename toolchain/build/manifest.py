@@ -12,6 +12,7 @@ from toolchain.errors import BadInputError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+REFERENCE_LOGITS = "reference_logits.npy"  # the torch twin's test-split logits, in test_ids order
 
 
 class TokenizerSettings(BaseModel):
@@ -51,7 +52,7 @@ class Manifest(BaseModel):
     sizes: Sizes
     opset: int
     onnxruntime_version: str
-    accuracy: dict[str, float]  # onnxruntime test accuracy, float reference, drop, macro-F1
+    accuracy: dict[str, float | None]  # onnxruntime test accuracy (both modes), float reference, drop
     fidelity: dict[str, Any]
     latency: dict[str, Any]
     test_ids: list[str]

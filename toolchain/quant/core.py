@@ -94,6 +94,13 @@ def scales_for(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scale (and zero point) per group for a range shrunk by `clip_ratio` (scalar or (out, G))."""
     lo, hi = _group_min_max(w.float(), block_size)
+    return _range_scales(lo, hi, bits, scheme, clip_ratio)
+
+
+def _range_scales(
+    lo: torch.Tensor, hi: torch.Tensor, bits: int, scheme: Scheme, clip_ratio: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scales (and zero points) of group ranges [lo, hi] shrunk by `clip_ratio` (broadcasts)."""
     qmin, qmax = int_range(bits, scheme)
     if scheme is Scheme.SYMMETRIC:
         amax = torch.maximum(lo.abs(), hi.abs()) * clip_ratio
@@ -161,13 +168,29 @@ def quantize_mse(
     """Round-to-nearest with the clipping ratio searched per group to minimise squared error.
 
     This is PEQA's better-than-naive initialisation: at 2-3 bits, clipping outliers costs less than the
-    step size a full range would need (FACTS.md: 91.2 % vs chance at 2 bits on MiniLM).
+    step size a full range would need (FACTS.md: 91.2 % vs chance at 2 bits on MiniLM). Ratios are tried
+    from 1.0 down; ties keep the larger ratio. Evaluated a chunk of ratios at a time, vectorised.
     """
-    best_ratio = torch.ones(w.shape[0], math.ceil(w.shape[1] / group_size(w.shape[1], block_size)))
-    best_err = torch.full_like(best_ratio, math.inf)
-    for ratio in torch.linspace(1.0, min_ratio, grid):
-        err = group_sq_error(w, quantize_rtn(w, bits, scheme, block_size, float(ratio)))
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_ratio = torch.where(better, ratio, best_ratio)
+    ratios = torch.linspace(1.0, min_ratio, grid)
+    errors = torch.cat([_clip_errors(w, bits, scheme, block_size, chunk) for chunk in ratios.split(_chunk(w))])
+    best_ratio = ratios[errors.argmin(0)]  # (out, G); argmin takes the first (largest) ratio on ties
     return quantize_rtn(w, bits, scheme, block_size, best_ratio)
+
+
+def _chunk(w: torch.Tensor) -> int:
+    """Ratios per vectorised step, keeping each (R, out, G, gs) temporary near 2^24 elements."""
+    return max(1, (1 << 24) // max(1, w.numel()))
+
+
+def _clip_errors(
+    w: torch.Tensor, bits: int, scheme: Scheme, block_size: int | None, ratios: torch.Tensor
+) -> torch.Tensor:
+    """Squared error per group for each clipping ratio: (R, out, G)."""
+    qmin, qmax = int_range(bits, scheme)
+    wf = w.float()
+    lo, hi = _group_min_max(wf, block_size)  # (out, G)
+    scale, zero_point = _range_scales(lo, hi, bits, scheme, ratios[:, None, None])  # (R, out, G)
+    wg = _grouped(wf, block_size)[None]  # (1, out, G, gs); zero padding dequantizes to exactly 0
+    z = 0 if zero_point is None else zero_point.float()[..., None]
+    q = torch.clamp(torch.round(wg / scale[..., None]) + z, qmin, qmax)
+    return (((q - z) * scale[..., None] - wg) ** 2).sum(-1)

@@ -1,0 +1,111 @@
+"""One real end-to-end build on a tiny model: profiles -> train -> search -> export -> validate -> packages.
+
+The acceptance checks of the build that do not need the real model run here on a tiny one: every package
+is complete and hash-verified, its manifest's accuracy is reproduced by plain onnxruntime outside edgeq's
+code, `edgeq validate` re-checks it, and tampering is caught.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from transformers import AutoTokenizer
+
+from toolchain.cli import main
+from toolchain.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_VALIDATION_FAILED
+from toolchain.testing import tiny_model_dir, write_tiny_corpus
+
+STEPS = "40"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """Hidden 128: with 32-wide layers a per-channel fp32 scale alone costs 1 bit per weight, which no
+    2.5-bit profile could afford."""
+    return tiny_model_dir(tmp_path_factory.mktemp("model"), hidden=128)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, model_path, profiles_dir) -> tuple[Path, Path, int]:
+    root = tmp_path_factory.mktemp("build")
+    data = write_tiny_corpus(root / "data")
+    out = root / "dist"
+    code = main(["build", "--profiles", str(profiles_dir), "--model", str(model_path),
+                 "--data", str(data), "--out", str(out), "--steps", STEPS])
+    return out, data, code
+
+
+def _profiles(profiles_dir: Path) -> list[str]:
+    return sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+
+
+def test_build_writes_one_verified_package_per_profile(built, profiles_dir):
+    out, _, code = built
+    summary = json.loads((out / "summary.json").read_text())
+    statuses = {d["profile"]["name"]: d["status"] for d in summary["devices"]}
+    assert sorted(statuses) == _profiles(profiles_dir)
+    assert code == (EXIT_OK if all(s == "passed" for s in statuses.values()) else EXIT_VALIDATION_FAILED)
+    for name in statuses:
+        pkg = out / name
+        for f in ("model.onnx", "manifest.json", "manifest.json.sha256", "report.html", "tokenizer.json"):
+            assert (pkg / f).is_file(), f"{pkg / f} missing"
+    assert (out / "index.html").is_file() and (out / "search.png").is_file()
+    assert not list(out.glob(".*.partial")), "a staging directory was left behind"
+
+
+def _ort_accuracy(pkg: Path, data: Path) -> float:
+    """The manifest's accuracy recomputed with onnxruntime + the packaged tokenizer, no edgeq code."""
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    tok = AutoTokenizer.from_pretrained(pkg, local_files_only=True)
+    sess = ort.InferenceSession(str(pkg / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    texts = [(data / i).read_text(encoding="utf-8") for i in manifest["test_ids"]]
+    labels = [manifest["label_names"].index(i.split("/")[0]) for i in manifest["test_ids"]]
+    enc = tok(texts, padding=True, truncation=True, max_length=manifest["tokenizer"]["max_length"], return_tensors="np")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(pkg / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {n: enc[n].astype(np.int64) for n in names})[0]
+    return 100.0 * float((logits.argmax(-1) == np.array(labels)).mean())
+
+
+def test_manifest_accuracy_reproduced_outside_edgeq(built, profiles_dir):
+    out, data, _ = built
+    for name in _profiles(profiles_dir):
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert _ort_accuracy(out / name, data) == pytest.approx(manifest["accuracy"]["onnx"], abs=1e-6)
+
+
+def test_validate_rechecks_a_package_and_catches_tampering(built, tmp_path):
+    out, data, _ = built
+    pkg = tmp_path / "pkg"
+    shutil.copytree(out / "rpi5", pkg)
+    expected = EXIT_OK if json.loads((pkg / "manifest.json").read_text())["status"] == "passed" else 3
+    assert main(["validate", str(pkg), "--data", str(data), "--no-latency"]) == expected
+    with open(pkg / "model.onnx", "r+b") as f:  # truncate the model by one byte
+        f.truncate(f.seek(0, 2) - 1)
+    assert main(["validate", str(pkg), "--data", str(data), "--no-latency"]) == EXIT_VALIDATION_FAILED
+
+
+def test_rebuild_reuses_the_cached_run_and_gives_identical_models(built, model_path, profiles_dir):
+    out, data, _ = built
+    before = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
+    runs = list((out / ".edgeq").glob("run-*/"))
+    main(["build", "--profiles", str(profiles_dir), "--model", str(model_path),
+          "--data", str(data), "--out", str(out), "--steps", STEPS])
+    assert list((out / ".edgeq").glob("run-*/")) == runs  # no second training run
+    after = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
+    assert after == before
+
+
+def test_bad_profile_exits_2_before_any_work(tmp_path, tiny_model_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nweights: {bits: [9]}\n")
+    out = tmp_path / "dist"
+    assert main(["build", "--profiles", str(bad), "--model", str(tiny_model_path), "--out", str(out)]) == EXIT_BAD_INPUT
+    assert not out.exists()

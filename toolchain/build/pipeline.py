@@ -1,0 +1,108 @@
+"""`edgeq build`: profiles -> one training run -> per-device search -> merge, export, validate, package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from toolchain.build.device import BuildResult, DeviceContext, package_device
+from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
+from toolchain.build.report import index_report
+from toolchain.build.stages import profiles_or_default, search_run, train_run, training_settings, write_search
+from toolchain.data import DEFAULT_DATA, TextDataset, load_dataset
+from toolchain.errors import BadInputError, ValidationFailedError
+from toolchain.io import atomic_write_json, atomic_write_text
+from toolchain.models import LayerSpec, default_model_path, load_model, quantizable_layers
+from toolchain.profiles import DeviceProfile
+
+STATE_DIR = ".edgeq"  # inside OUT: cached runs and the build lock
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What `edgeq build` was asked to do; empty / None means the bundled default."""
+
+    profiles: list[Path] = field(default_factory=list)
+    model: Path | None = None
+    data: str | None = None
+    out: Path = Path("dist")
+    steps: int | None = None
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything checked before any long work starts (bad input exits 2 here)."""
+
+    profiles: list[DeviceProfile]
+    model_dir: Path
+    dataset: TextDataset
+    specs: list[LayerSpec]
+    model_hash: str
+
+
+def check_inputs(s: BuildSettings) -> Inputs:
+    from toolchain.search import require_reachable
+
+    profiles = profiles_or_default(s.profiles)
+    dataset = load_dataset(s.data)
+    model_dir = Path(s.model) if s.model else default_model_path()
+    specs = quantizable_layers(load_model(model_dir, dataset.label_names)[0])
+    require_reachable(profiles, specs)  # a budget nothing can meet names the smallest achievable cost
+    return Inputs(profiles, model_dir, dataset, specs, model_sha256(model_dir))
+
+
+def build(s: BuildSettings) -> list[BuildResult]:
+    """Run the whole build; raises ValidationFailedError (exit 3) after packaging every device."""
+    from toolchain.console import print_results
+
+    inputs = check_inputs(s)
+    state = Path(s.out) / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(state / "build.lock", timeout=0):
+            results = _build_locked(inputs, s, state)
+    except Timeout as exc:
+        raise BadInputError(f"{s.out}: another edgeq build is writing here (lock {state / 'build.lock'})") from exc
+    print_results(results)
+    failed = [r.profile for r in results if not r.passed]
+    if failed:
+        raise ValidationFailedError(f"{name}: failed validation (see {s.out}/{name}/report.html)" for name in failed)
+    return results
+
+
+def run_dir_for(inputs: Inputs, s: BuildSettings, state: Path) -> Path:
+    """Cached run directory keyed by the model, the data and the training settings."""
+    overrides = {"seed": s.seed} | ({"steps": s.steps} if s.steps is not None else {})
+    settings = training_settings(inputs.profiles, **overrides)
+    key = run_key(inputs.model_hash, dataset_sha256(inputs.dataset), settings.model_dump_json())
+    return state / f"run-{key}"
+
+
+def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildResult]:
+    run = train_run(
+        inputs.model_dir, s.data, run_dir_for(inputs, s, state), steps=s.steps, seed=s.seed,
+        profiles=inputs.profiles, progress=s.progress,
+    )
+    result = search_run(run, inputs.profiles, seed=s.seed, progress=s.progress)
+    write_search(result, inputs.profiles, Path(s.out) / "search.json")
+    ctx = DeviceContext(
+        run=run,
+        model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
+        model_sha256=inputs.model_hash,
+        data_source=s.data or DEFAULT_DATA,
+        front=[(p.avg_bits, p.accuracy) for p in result.front],
+        device_points={sel.profile: (sel.cost.avg_bits, sel.metrics.accuracy) for sel in result.selections},
+    )
+    variant = {"weights": "merged integers (CoA-LoRA)", "rank": run.settings.rank}
+    results = [
+        package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)) for p in inputs.profiles
+    ]
+    manifests = [r.manifest for r in results]
+    summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
+    atomic_write_json(Path(s.out) / "summary.json", {"devices": summary})
+    atomic_write_text(Path(s.out) / "index.html", index_report(manifests, ctx.front, ctx.device_points))
+    return results

@@ -1,0 +1,114 @@
+"""The build's stages as library calls; the CLI's train/quantize/search/export commands call these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from toolchain.bitconfig import BitConfig, config_from_bits
+from toolchain.data import load_dataset
+from toolchain.errors import BadInputError
+from toolchain.io import atomic_write_json
+from toolchain.models import default_model_path
+from toolchain.profiles import DeviceProfile, default_profiles_dir, load_profiles
+
+
+def training_settings(profiles: Sequence[DeviceProfile], specs=None, **overrides):
+    """TrainSettings whose bits and grids cover every choice `profiles` allow (one adapter serves all).
+
+    The grids are exactly the variants of the search's union space, so every configuration the search
+    proposes during training and selection is one the run can generate.
+    """
+    from toolchain.adapter import Grid, TrainSettings
+    from toolchain.search import SearchSpace
+
+    if not profiles:
+        return TrainSettings(**overrides)
+    union = SearchSpace.union([SearchSpace.from_profile(p, specs or []) for p in profiles])
+    grids = [Grid(scheme=v.scheme, block_size=v.block_size) for v in union.variants()]
+    return TrainSettings(bits=list(union.bits), grids=grids, **overrides)
+
+
+def train_run(
+    model: Path | None,
+    data: str | None,
+    out: Path,
+    *,
+    steps: int | None = None,
+    rank: int | None = None,
+    seed: int = 0,
+    profiles: Sequence[DeviceProfile] = (),
+    progress: bool = True,
+):
+    """Train (or resume, or reuse) the run in `out`: float fine-tune, quantized base, adapter."""
+    from toolchain.adapter import train
+    from toolchain.models import load_model, quantizable_layers
+    from toolchain.search import ParetoConfigSource
+
+    dataset = load_dataset(data)
+    model_dir = Path(model) if model else default_model_path()
+    overrides = {"seed": seed} | ({"steps": steps} if steps is not None else {}) | ({"rank": rank} if rank else {})
+    settings = training_settings(profiles, **overrides)
+    source = None
+    if profiles:
+        specs = quantizable_layers(load_model(model_dir, dataset.label_names)[0])
+        source = ParetoConfigSource.for_profiles(profiles, specs, seed=seed)
+    run = train(model_dir, dataset, out, settings, config_source=source, progress=progress)
+    if source is not None and source.history:
+        atomic_write_json(Path(out).parent / f"{Path(out).name}.training_set.json", source.history)
+    return run
+
+
+def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str], block_size: int | None) -> list[dict]:
+    """Post-training quantization of the run's float fine-tune at uniform bit-widths, scored on the test split."""
+    from toolchain.adapter import Run
+    from toolchain.evaluate import metrics, predict_logits
+    from toolchain.quant.model import Rounding, quantize_model
+
+    run = Run.load(run_dir)
+    float_model, test = run.float_model(), run.splits.test
+    reference = run.float_logits("test")
+    rows = []
+    print(f"float fine-tune: {run.float_accuracy:.2f} % test accuracy")
+    for b in bits:
+        config = config_from_bits(run.specs, b, block_size=block_size)
+        for r in roundings:
+            qmodel = quantize_model(float_model, config, Rounding(r))
+            m = metrics(predict_logits(qmodel, run.tokenizer, test.texts, run.settings.max_length), test.labels, reference)
+            rows.append({"bits": b, "rounding": r, **m.to_dict()})
+            print(f"{b} bits {r:>3}: accuracy {m.accuracy:6.2f} %  agreement {m.agreement:6.2f} %  KL {m.kl:.4f}")
+    return rows
+
+
+def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progress: bool = True):
+    """Best configuration per profile, scored with the trained adapter on the validation split."""
+    from toolchain.search import SearchSettings, select_configs
+
+    return select_configs(profiles, run.specs, lambda c: run.score(c, "val"), settings=SearchSettings(seed=seed))
+
+
+def write_search(result, profiles: Sequence[DeviceProfile], out: Path) -> None:
+    """The selections and the front as JSON, the plot as PNG and SVG beside it."""
+    from toolchain.search.plot import plot_front
+
+    atomic_write_json(out, result.to_dict())
+    plot_front(result, Path(out).with_suffix(""), profiles)
+
+
+def profiles_or_default(paths: Sequence[Path] | None) -> list[DeviceProfile]:
+    return load_profiles(list(paths) if paths else [default_profiles_dir()])
+
+
+def config_for(run, profile: DeviceProfile, bits_config: Path | None, seed: int = 0) -> BitConfig:
+    """The given BitConfig file, or the searched best one for `profile`."""
+    if bits_config is not None:
+        return BitConfig.load(bits_config)
+    result = search_run(run, [profile], seed=seed)
+    return result.selection(profile.name).config
+
+
+def single_profile(path: Path) -> DeviceProfile:
+    profiles = load_profiles([path])
+    if len(profiles) != 1:
+        raise BadInputError(f"{path}: expected one profile file, found {len(profiles)} profiles")
+    return profiles[0]
