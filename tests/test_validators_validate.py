@@ -1,0 +1,164 @@
+"""validate() on tiny exports: a good model passes every check; a bad one reports every failure at once, and
+the JSON report is written either way."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from toolchain.exporters import export_model, twin_of
+from toolchain.validators import cross_check as cross_check_module
+from toolchain.validators import validate
+
+from toolchain.bitconfig import config_from_bits
+from toolchain.errors import ValidationFailedError
+from toolchain.evaluate import metrics, predict_logits
+from toolchain.models import load_model, quantizable_layers
+from toolchain.profiles import default_profiles_dir, load_profile
+from toolchain.quant.core import Scheme
+from toolchain.quant.model import quantize_model
+from toolchain.testing import tiny_corpus, tiny_model_dir
+
+CORPUS = tiny_corpus()
+TEXTS, LABELS = CORPUS.texts[1::4], CORPUS.labels[1::4]
+SEQ = 32  # the tiny model has 64 positions
+
+
+def _profile(name):
+    return load_profile(default_profiles_dir() / f"{name}.yaml")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 4-bit per-channel x86_vnni_server export (4.9 logical bits on the tiny model: within 6 bits)."""
+    torch.set_num_threads(2)
+    model, tok = load_model(tiny_model_dir(tmp_path_factory.mktemp("tiny")), CORPUS.label_names)
+    profile = _profile("x86_vnni_server")
+    cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
+    qmodel = quantize_model(model, cfg)
+    result = export_model(qmodel, tok, profile, cfg, tmp_path_factory.mktemp("x86") / "model.onnx")
+    reference = predict_logits(twin_of(qmodel, result), tok, TEXTS).numpy()
+    float_acc = metrics(predict_logits(model, tok, TEXTS), LABELS).accuracy
+    return profile, tok, result, reference, float_acc
+
+
+def _validate(setup, **overrides):
+    profile, tok, result, reference, float_acc = setup
+    kwargs = dict(
+        tokenizer=tok,
+        texts=TEXTS,
+        labels=LABELS,
+        reference_logits=reference,
+        float_reference_accuracy=float_acc,
+        float_onnx_path=result.float_model_path,
+        latency_seq_len=SEQ,
+        latency=False,
+    )
+    return validate(result.model_path, overrides.pop("profile", profile), **(kwargs | overrides))
+
+
+def test_good_export_passes_every_check(setup):
+    report = _validate(setup, latency=True)
+    assert report.passed, report.failures
+    checks = report.to_dict()["checks"]
+    assert set(checks) == {"ops", "profile", "size", "fidelity", "accuracy", "cross_check", "latency"}
+    assert (
+        checks["fidelity"]["exact"]["max_abs_diff"] <= 1e-4
+        and checks["fidelity"]["exact"]["top1_agreement"] == 100.0
+    )
+    assert checks["fidelity"]["device"] is not None
+    assert checks["cross_check"]["max_abs_diff"] <= 1e-4
+    assert checks["size"]["weight_container_bytes"] == checks["size"]["expected_container_bytes"]
+    assert set(checks["latency"]["quantized_ms"]) == {1, 8} and set(checks["latency"]["float_ms"]) == {1, 8}
+    written = json.loads((setup[2].model_path.parent / "validation.json").read_text())
+    assert written["passed"] is True and written["checks"]["latency"]["seq_len"] == SEQ
+
+
+def test_bad_export_reports_every_failure_and_still_writes(setup, tmp_path):
+    _, _, result, reference, float_acc = setup
+    wrong = reference[:, ::-1].copy()  # reference logits that disagree everywhere
+    report = _validate(
+        setup,
+        profile=_profile("npu_int8"),
+        reference_logits=wrong,
+        float_reference_accuracy=float_acc + 50.0,
+        report_path=tmp_path / "report.json",
+    )
+    failures = "\n".join(report.failures)
+    for expected in (
+        "profile: the model was exported for 'x86_vnni_server', validated against 'npu_int8'",
+        "ops: opset 21, profile 'npu_int8' says 13",
+        "ops: initializer dtype not allowed: bert.encoder.layer.0.attention.self.query.qweight: INT4",
+        "fidelity: exact max abs logit difference",
+        "accuracy: ",
+    ):
+        assert expected in failures
+    assert json.loads((tmp_path / "report.json").read_text())["passed"] is False
+    with pytest.raises(ValidationFailedError) as err:
+        report.raise_if_failed()
+    assert err.value.exit_code == 3 and err.value.failures == report.failures
+
+
+def test_evaluator_that_cannot_run_is_a_recorded_skip(setup, monkeypatch):
+    class Broken:
+        def __init__(self, model):
+            raise NotImplementedError("DequantizeLinear for INT2 with block_size")
+
+    monkeypatch.setattr(cross_check_module, "ReferenceEvaluator", Broken)
+    report = _validate(setup)
+    check = report.to_dict()["checks"]["cross_check"]
+    assert report.passed and check["skipped"] is True
+    assert "NotImplementedError: DequantizeLinear for INT2 with block_size" in check["reason"]
+
+
+def test_unreadable_model_fails_with_a_report(setup, tmp_path):
+    profile, tok, _, reference, float_acc = setup
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a protobuf")
+    report = validate(
+        bad,
+        profile,
+        tokenizer=tok,
+        texts=TEXTS,
+        labels=LABELS,
+        reference_logits=reference,
+        float_reference_accuracy=float_acc,
+        latency=False,
+    )
+    assert not report.passed and report.failures[0].startswith("load: could not run:")
+    assert json.loads((tmp_path / "validation.json").read_text())["passed"] is False
+
+
+def test_int8_activations_judged_on_the_weights_only_view(tmp_path):
+    """npu_int8: fidelity gates on the graph with activation Q/DQ bypassed; the full graph is reported."""
+    model, tok = load_model(tiny_model_dir(tmp_path / "tiny"), CORPUS.label_names)
+    npu = _profile("npu_int8")
+    cfg = config_from_bits(
+        quantizable_layers(model), 8, scheme=Scheme.SYMMETRIC, containers=npu.weights.container_for
+    )
+    qmodel = quantize_model(model, cfg)
+    result = export_model(
+        qmodel, tok, npu, cfg, tmp_path / "npu" / "model.onnx", calibration_texts=CORPUS.texts[::2]
+    )
+    reference = predict_logits(twin_of(qmodel, result), tok, TEXTS).numpy()  # activations in float
+    report = validate(
+        result.model_path,
+        npu,
+        tokenizer=tok,
+        texts=TEXTS,
+        labels=LABELS,
+        reference_logits=reference,
+        float_reference_accuracy=0.0,
+        latency=False,
+    )
+    checks = report.to_dict()["checks"]
+    fidelity = checks["fidelity"]
+    assert fidelity["passed"] and fidelity["exact"]["max_abs_diff"] <= 1e-4
+    # per block: one pair each on the q/k/v input, the attention output, the FFN input and the FFN output
+    assert fidelity["activation_pairs_bypassed"] == 8
+    fake_quant = predict_logits(twin_of(qmodel, result, activations=True), tok, TEXTS).numpy()
+    assert fidelity["full_graph_exact"]["max_abs_diff"] >= np.abs(fake_quant - reference).max() / 2 > 0
+    # the opset-13 graph is lifted to opset 19 for the reference evaluator, and the lift is recorded
+    assert checks["cross_check"]["passed"] and "from opset 13 to 19" in checks["cross_check"]["note"]

@@ -1,0 +1,223 @@
+"""validate: run every check of an exported model against its device profile and write the report.
+
+Every check runs even when another fails or cannot run; the report (JSON) is written pass or fail, and
+raising is the caller's choice (`report.raise_if_failed()` -> ValidationFailedError, exit code 3).
+Reference logits and the float accuracy come from the caller (computed in torch on the torch twin of the
+export, `toolchain.exporters.twin_of`), so validation never imports training code. With static int8
+activations, the exact comparison runs on the weights-only view (validators.weights_view says why).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from toolchain.exporters.metadata import read_metadata
+from toolchain.validators import runner
+from toolchain.validators.accuracy import check_accuracy
+from toolchain.validators.cross_check import DEFAULT_SAMPLES, cross_check
+from toolchain.validators.fidelity import DEFAULT_TOLERANCE, check_fidelity
+from toolchain.validators.latency import SEQ_LEN, measure_latency
+from toolchain.validators.ops import check_ops
+from toolchain.validators.result import CheckError, CheckSkipped, ValidationReport, result_dict
+from toolchain.validators.size import check_size
+from toolchain.validators.weights_view import strip_activation_qdq
+
+from toolchain.evaluate import DEFAULT_MAX_LENGTH
+from toolchain.profiles import DeviceProfile
+
+REPORT_NAME = "validation.json"
+
+
+@dataclass(frozen=True)
+class ProfileMatch:
+    """The model was exported for the profile it is validated against."""
+
+    name: str
+    exported_for: str
+    validated_against: str
+
+    @property
+    def failures(self) -> list[str]:
+        if self.exported_for == self.validated_against:
+            return []
+        return [
+            f"profile: the model was exported for {self.exported_for!r}, "
+            f"validated against {self.validated_against!r}"
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self)
+
+
+def environment() -> dict[str, str]:
+    return {
+        "onnxruntime": ort.__version__,
+        "onnx": onnx.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": str(runner.THREADS),
+    }
+
+
+def _guard(name: str, check: Callable[[], Any]) -> Any:
+    """Run one check; an exception becomes a recorded failure instead of stopping the others."""
+    try:
+        return check()
+    except Exception as exc:  # recorded in the report with its type and message
+        return CheckError(name, f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The caller's evaluation data, handed to the runtime checks."""
+
+    tokenizer: Any
+    texts: list[str]
+    labels: list[int]
+    reference_logits: np.ndarray
+    float_reference_accuracy: float
+    max_length: int
+    tolerance: float
+    cross_check_samples: int
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Logits of one model file in every mode validation needs."""
+
+    full_exact: np.ndarray  # the file as written, no optimizations
+    device: np.ndarray  # default optimizations
+    weights_exact: np.ndarray  # weights-only view (the file itself when it has no activation Q/DQ)
+    weights_session: Any
+    weights_model: onnx.ModelProto
+    pairs_bypassed: int
+
+
+def _run_modes(path: Path, model: onnx.ModelProto, inp: _Inputs) -> _Runs:
+    def run(sess):
+        return runner.logits(sess, inp.tokenizer, inp.texts, inp.max_length)
+
+    exact_sess = runner.session(path, runner.Mode.EXACT)
+    full_exact, device = run(exact_sess), run(runner.session(path, runner.Mode.DEVICE))
+    view, n_pairs = strip_activation_qdq(model)
+    if not n_pairs:
+        return _Runs(full_exact, device, full_exact, exact_sess, model, 0)
+    view_sess = runner.session(view.SerializeToString(), runner.Mode.EXACT)
+    return _Runs(full_exact, device, run(view_sess), view_sess, view, n_pairs)
+
+
+def validate(
+    onnx_path: Path,
+    profile: DeviceProfile,
+    *,
+    tokenizer,
+    texts: list[str],
+    labels: list[int],
+    reference_logits: np.ndarray,
+    float_reference_accuracy: float,
+    float_onnx_path: Path | None = None,
+    latency: bool = True,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    tolerance: float = DEFAULT_TOLERANCE,
+    cross_check_samples: int = DEFAULT_SAMPLES,
+    latency_seq_len: int = SEQ_LEN,
+    report_path: Path | None = None,
+) -> ValidationReport:
+    """Check `onnx_path` against `profile`; write the report to `report_path` (validation.json beside it).
+
+    `reference_logits` (N, C): the torch twin's logits on `texts`, same order (`toolchain.exporters.twin_of`,
+    weights and embedding table as exported, activations in float); `float_reference_accuracy`: the float
+    model's accuracy on `texts`, in percent.
+    """
+    path = Path(onnx_path)
+    inp = _Inputs(
+        tokenizer,
+        texts,
+        labels,
+        np.asarray(reference_logits),
+        float_reference_accuracy,
+        max_length,
+        tolerance,
+        cross_check_samples,
+    )
+    results: dict[str, Any] = {}
+    model = _guard("load", lambda: onnx.load(str(path)))
+    if isinstance(model, CheckError):
+        results["load"] = model
+    else:
+        results.update(_static_checks(path, model, profile))
+        results.update(_runtime_checks(path, model, profile, inp))
+    results["latency"] = (
+        _guard(
+            "latency",
+            lambda: measure_latency(path, float_onnx_path, tokenizer, texts, seq_len=latency_seq_len),
+        )
+        if latency
+        else CheckSkipped("latency", "not requested (latency=False)")
+    )
+    report = ValidationReport(str(path), profile.name, environment(), results)
+    report.to_json(Path(report_path) if report_path else path.parent / REPORT_NAME)
+    return report
+
+
+def _static_checks(path: Path, model: onnx.ModelProto, profile: DeviceProfile) -> dict[str, Any]:
+    md = _guard("metadata", lambda: read_metadata(model))
+    out: dict[str, Any] = {"ops": _guard("ops", lambda: check_ops(model, profile))}
+    if isinstance(md, CheckError):
+        out["metadata"] = md
+        return out
+    out["profile"] = ProfileMatch("profile", md.profile, profile.name)
+    out["size"] = _guard("size", lambda: check_size(path, model, md, profile))
+    return out
+
+
+def _runtime_checks(
+    path: Path, model: onnx.ModelProto, profile: DeviceProfile, inp: _Inputs
+) -> dict[str, Any]:
+    runs = _guard("onnxruntime", lambda: _run_modes(path, model, inp))
+    if isinstance(runs, CheckError):
+        return {"fidelity": runs, "accuracy": runs}
+    full = runs.full_exact if runs.pairs_bypassed else None
+    cross_texts = inp.texts[: inp.cross_check_samples]
+    return {
+        "fidelity": _guard(
+            "fidelity",
+            lambda: check_fidelity(
+                runs.weights_exact,
+                runs.device,
+                inp.reference_logits,
+                inp.tolerance,
+                full_graph_exact=full,
+                activation_pairs_bypassed=runs.pairs_bypassed,
+            ),
+        ),
+        "accuracy": _guard(
+            "accuracy",
+            lambda: check_accuracy(
+                runs.full_exact,
+                runs.device,
+                inp.labels,
+                inp.float_reference_accuracy,
+                profile.accuracy.max_drop,
+            ),
+        ),
+        "cross_check": _guard(
+            "cross_check",
+            lambda: cross_check(
+                runs.weights_model,
+                runs.weights_session,
+                inp.tokenizer,
+                cross_texts,
+                inp.max_length,
+                inp.tolerance,
+            ),
+        ),
+    }
