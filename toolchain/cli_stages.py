@@ -26,7 +26,7 @@ class TrainCommand(Command):
         parser.add_argument("--seed", type=int, default=0)
 
     def run(self, args):
-        from toolchain.stages import train_run
+        from toolchain.build.stages import train_run
 
         run = train_run(args.model, args.data, args.out, steps=args.steps, rank=args.rank, seed=args.seed)
         print(f"run {run.run_dir}: float test accuracy {run.float_accuracy:.2f} %")
@@ -44,7 +44,7 @@ class QuantizeCommand(Command):
         parser.add_argument("--block-size", type=int, default=None, help="default: per output channel")
 
     def run(self, args):
-        from toolchain.stages import quantize_table
+        from toolchain.build.stages import quantize_table
 
         quantize_table(args.run, args.bits, args.rounding, args.block_size)
         return EXIT_OK
@@ -61,9 +61,15 @@ class SearchCommand(Command):
         parser.add_argument("--seed", type=int, default=0)
 
     def run(self, args):
-        from toolchain.stages import search_run
+        from toolchain.adapter import Run
+        from toolchain.build.stages import profiles_or_default, search_run, write_search
 
-        search_run(args.run, args.profile, args.out, seed=args.seed)
+        profiles = profiles_or_default(args.profile)
+        result = search_run(Run.load(args.run), profiles, seed=args.seed)
+        write_search(result, profiles, args.out)
+        for sel in result.selections:
+            print(f"{sel.profile}: {sel.config.summary()}, validation accuracy {sel.metrics.accuracy:.2f} %")
+        print(f"{result.evaluations} configurations scored in {result.seconds:.1f} s; front and plot in {args.out}")
         return EXIT_OK
 
 
@@ -78,7 +84,7 @@ class ExportCommand(Command):
         parser.add_argument("--out", type=Path, required=True, help="output directory; the package is OUT/<profile>")
 
     def run(self, args):
-        from toolchain.stages import export_device
+        from toolchain.build.stages import export_device
 
         result = export_device(args.run, args.profile, args.bits_config, args.out)
         print(f"{result.package}: {result.manifest.status}")

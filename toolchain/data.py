@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sklearn.model_selection import train_test_split
@@ -147,8 +147,9 @@ def load_table(path: Path) -> TextDataset:
 def load_dataset(path: Path | str | None = None) -> TextDataset:
     """The bundled BBC News corpus (path None or 'bbc-news'), a CSV/JSONL file or a class folder."""
     if path is None or str(path) == DEFAULT_DATA:
-        # The corpus holds one ISO-8859-1 article among UTF-8 ones.
-        return load_folder(bbc_news_dir(), fallback_encoding="latin-1")
+        # The corpus holds one ISO-8859-1 article among UTF-8 ones. Its source is the name that loads it
+        # again (recorded in packages so that `edgeq validate` finds the test documents).
+        return replace(load_folder(bbc_news_dir(), fallback_encoding="latin-1"), source=DEFAULT_DATA)
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such data file or directory")

@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 import toolchain
 from toolchain.bitconfig import BitConfig
+from toolchain.build.fingerprint import model_sha256
 from toolchain.build.manifest import REFERENCE_LOGITS, Manifest, Sizes, TokenizerSettings
 from toolchain.build.package import hash_files, write_manifest
 from toolchain.build.report import device_report
@@ -40,10 +41,17 @@ class DeviceContext:
 
     run: object  # toolchain.adapter.Run
     model_name: str
-    model_sha256: str
-    data_source: str
     front: list[tuple[float, float]]
     device_points: dict[str, tuple[float, float]]
+
+    @property
+    def model_sha256(self) -> str:
+        """Hash of the fine-tuned float model the integers were generated from."""
+        return model_sha256(self.run.run_dir / "float")
+
+    @property
+    def data_source(self) -> str:
+        return self.run.splits.test.source
 
 
 def package_device(

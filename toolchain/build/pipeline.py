@@ -11,7 +11,7 @@ from toolchain.build.device import BuildResult, DeviceContext, package_device
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
 from toolchain.build.report import index_report
 from toolchain.build.stages import profiles_or_default, search_run, train_run, training_settings, write_search
-from toolchain.data import DEFAULT_DATA, TextDataset, load_dataset
+from toolchain.data import TextDataset, load_dataset
 from toolchain.errors import BadInputError, ValidationFailedError
 from toolchain.io import atomic_write_json, atomic_write_text
 from toolchain.models import LayerSpec, default_model_path, load_model, quantizable_layers
@@ -92,8 +92,6 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
     ctx = DeviceContext(
         run=run,
         model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
-        model_sha256=inputs.model_hash,
-        data_source=s.data or DEFAULT_DATA,
         front=[(p.avg_bits, p.accuracy) for p in result.front],
         device_points={sel.profile: (sel.cost.avg_bits, sel.metrics.accuracy) for sel in result.selections},
     )

@@ -112,3 +112,16 @@ def single_profile(path: Path) -> DeviceProfile:
     if len(profiles) != 1:
         raise BadInputError(f"{path}: expected one profile file, found {len(profiles)} profiles")
     return profiles[0]
+
+
+def export_device(run_dir: Path, profile_path: Path, bits_config: Path | None, out: Path):
+    """One device package from a trained run: the given BitConfig or the searched one for the profile."""
+    from toolchain.adapter import Run
+    from toolchain.build.device import DeviceContext, package_device
+
+    profile = single_profile(profile_path)
+    run = Run.load(run_dir)
+    config = config_for(run, profile, bits_config)
+    point = (config.avg_bits, run.score(config, "val").accuracy)
+    ctx = DeviceContext(run, f"fine-tuned model of {run.run_dir.name}", [point], {profile.name: point})
+    return package_device(ctx, profile, config, {"weights": "merged integers (CoA-LoRA)"}, out)
