@@ -41,8 +41,7 @@ class DeviceContext:
 
     run: object  # toolchain.adapter.Run
     model_name: str
-    front: list[tuple[float, float]]
-    device_points: dict[str, tuple[float, float]]
+    front_svg: str | None  # the search's front plot with every device's point, inlined in reports
 
     @property
     def model_sha256(self) -> str:
@@ -92,7 +91,7 @@ def package_device(
         )
         run.tokenizer.save_pretrained(stage)
         manifest = _manifest(ctx, profile, config, variant, export, report, stage)
-        atomic_write_text(stage / "report.html", device_report(manifest, ctx.front, ctx.device_points))
+        atomic_write_text(stage / "report.html", device_report(manifest, ctx.front_svg))
         manifest = manifest.model_copy(update={"files": hash_files(stage)})
         write_manifest(stage, manifest)
     return BuildResult(profile.name, final, manifest)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +62,7 @@ def build(s: BuildSettings) -> list[BuildResult]:
     """Run the whole build; raises ValidationFailedError (exit 3) after packaging every device."""
     from toolchain.console import print_results
 
+    t0 = time.perf_counter()
     inputs = check_inputs(s)
     state = Path(s.out) / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
@@ -68,6 +72,7 @@ def build(s: BuildSettings) -> list[BuildResult]:
     except Timeout as exc:
         raise BadInputError(f"{s.out}: another edgeq build is writing here (lock {state / 'build.lock'})") from exc
     print_results(results)
+    atomic_write_json(Path(s.out) / "build.json", _build_record(time.perf_counter() - t0))
     failed = [r.profile for r in results if not r.passed]
     if failed:
         raise ValidationFailedError(f"{name}: failed validation (see {s.out}/{name}/report.html)" for name in failed)
@@ -92,8 +97,7 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
     ctx = DeviceContext(
         run=run,
         model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
-        front=[(p.avg_bits, p.accuracy) for p in result.front],
-        device_points={sel.profile: (sel.cost.avg_bits, sel.metrics.accuracy) for sel in result.selections},
+        front_svg=(Path(s.out) / "search.svg").read_text(encoding="utf-8"),
     )
     variant = {"weights": "merged integers (CoA-LoRA)", "rank": run.settings.rank}
     results = [
@@ -102,5 +106,14 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
     atomic_write_json(Path(s.out) / "summary.json", {"devices": summary})
-    atomic_write_text(Path(s.out) / "index.html", index_report(manifests, ctx.front, ctx.device_points))
+    atomic_write_text(Path(s.out) / "index.html", index_report(manifests, ctx.front_svg))
     return results
+
+
+def _build_record(wall_s: float) -> dict:
+    """How long this build took and where (the README's timing comes from here, not from memory)."""
+    return {
+        "wall_s": round(wall_s, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_average": os.getloadavg()[0],
+    }

@@ -28,27 +28,17 @@ ul.fail{color:#cf222e}
 
 def _svg(fig) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    with matplotlib.rc_context({"svg.hashsalt": "edgeq"}):  # same figure, same bytes
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG
+    return inline_svg(buf.getvalue())
 
 
-def pareto_svg(front: list[tuple[float, float]], devices: dict[str, tuple[float, float]], highlight: str | None = None) -> str:
-    """Accuracy vs logical bits per weight: the searched front and each device's chosen point."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if front:
-        xs, ys = zip(*sorted(front))
-        ax.plot(xs, ys, "-o", color="#8c959f", ms=3, lw=1, label="Pareto front (validation)")
-    for name, (bits, acc) in devices.items():
-        hot = highlight is None or name == highlight
-        ax.scatter([bits], [acc], s=70 if hot else 30, zorder=3, alpha=1 if hot else 0.5)
-        ax.annotate(name, (bits, acc), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xlabel("logical bits per weight (scale overhead included)")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _svg(fig)
+def inline_svg(svg_text: str | None) -> str:
+    """An SVG file's content without its XML prolog and doctype, for inlining in HTML."""
+    if not svg_text:
+        return "<p class='sub'>no search front for this package (exported with a given configuration)</p>"
+    return svg_text[svg_text.index("<svg") :]
 
 
 def bitmap_svg(config: BitConfig) -> str:
@@ -106,7 +96,7 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def device_report(m: Manifest, front: list[tuple[float, float]], devices: dict[str, tuple[float, float]]) -> str:
+def device_report(m: Manifest, front_svg: str | None) -> str:
     name = m.profile["name"]
     fails = "".join(f"<li>{html.escape(f)}</li>" for f in m.failures)
     acc = m.accuracy
@@ -128,7 +118,7 @@ def device_report(m: Manifest, front: list[tuple[float, float]], devices: dict[s
         + (f"<ul class='fail'>{fails}</ul>" if fails else "")
         + _table(metrics, ("measure", "value"))
         + "<div class='grid'>"
-        + f"<figure><h3>Pareto front</h3>{pareto_svg(front, devices, name)}</figure>"
+        + f"<figure><h3>Pareto front</h3>{inline_svg(front_svg)}</figure>"
         + f"<figure><h3>Per-layer bit-widths</h3>{bitmap_svg(m.bit_config)}</figure>"
         + "</div>"
         + f"<h3>Size breakdown</h3>{size_svg(m.sizes.breakdown)}"
@@ -155,7 +145,7 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
-def index_report(manifests: list[Manifest], front: list[tuple[float, float]], devices: dict[str, tuple[float, float]]) -> str:
+def index_report(manifests: list[Manifest], front_svg: str | None) -> str:
     rows = [
         (
             f"{m.profile['name']}",
@@ -174,6 +164,6 @@ def index_report(manifests: list[Manifest], front: list[tuple[float, float]], de
     body = (
         "<h1>edgeq build</h1><p class='sub'>one fine-tuning run, one verified package per device</p>"
         + _table(rows, ("device", "status", "bits/weight", "file MB", "accuracy %", "float %", "max |Δlogit|"))
-        + f"<p>{links}</p><h3>Pareto front</h3>{pareto_svg(front, devices)}"
+        + f"<p>{links}</p><h3>Pareto front</h3>{inline_svg(front_svg)}"
     )
     return _page("edgeq build", body)

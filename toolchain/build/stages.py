@@ -122,6 +122,5 @@ def export_device(run_dir: Path, profile_path: Path, bits_config: Path | None, o
     profile = single_profile(profile_path)
     run = Run.load(run_dir)
     config = config_for(run, profile, bits_config)
-    point = (config.avg_bits, run.score(config, "val").accuracy)
-    ctx = DeviceContext(run, f"fine-tuned model of {run.run_dir.name}", [point], {profile.name: point})
+    ctx = DeviceContext(run, f"fine-tuned model of {run.run_dir.name}", front_svg=None)
     return package_device(ctx, profile, config, {"weights": "merged integers (CoA-LoRA)"}, out)

@@ -1,0 +1,36 @@
+"""The HTML reports render in headless Chromium with no console errors (slow: builds a tiny model first)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from toolchain.cli import main
+from toolchain.testing import tiny_model_dir, write_tiny_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _assets():
+    spec = importlib.util.spec_from_file_location("readme_assets", REPO / "bench" / "readme_assets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_reports_render_without_console_errors(tmp_path, profiles_dir):
+    model = tiny_model_dir(tmp_path / "model", hidden=128)
+    data = write_tiny_corpus(tmp_path / "data")
+    out = tmp_path / "dist"
+    main(["build", "--profiles", str(profiles_dir / "rpi5.yaml"), "--model", str(model), "--data", str(data),
+          "--out", str(out), "--steps", "20"])
+    assets = _assets()
+    for page in (out / "rpi5" / "report.html", out / "index.html"):
+        png = tmp_path / f"{page.parent.name}.png"
+        assert assets.screenshot(page, png) == []
+        assert png.stat().st_size > 20_000  # a rendered page, not a blank one
