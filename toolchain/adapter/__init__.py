@@ -1,1 +1,31 @@
+"""The configuration-aware adapter: one training run serves every per-layer bit configuration.
 
+CoA-LoRA's configuration mapper over shared low-rank factors, PEQA scales, DyLoRA nested ranks, and an
+IntLoRA-style integer merge trained straight-through (see DESIGN.md). Entry points: `train` and `Run`.
+"""
+
+from __future__ import annotations
+
+from toolchain.adapter.configs import (
+    ConfigSource,
+    FixedConfigSource,
+    SpreadConfigSource,
+    make_config,
+    random_config_at,
+)
+from toolchain.adapter.run import Run, train
+from toolchain.adapter.settings import DeltaUnits, ForwardMode, Grid, TrainSettings
+
+__all__ = [
+    "ConfigSource",
+    "DeltaUnits",
+    "FixedConfigSource",
+    "ForwardMode",
+    "Grid",
+    "Run",
+    "SpreadConfigSource",
+    "TrainSettings",
+    "make_config",
+    "random_config_at",
+    "train",
+]

@@ -1,1 +1,64 @@
+"""Pareto-based configuration search: the adapter's training configurations and the best one per device.
 
+profile -> space (allowed choices, costs, budgets) -> sensitivity -> refine (training set, during training)
+        -> select (per device, after training) -> constraints (independent check) -> plot.
+`toolchain.search.plot` is imported on its own (matplotlib).
+"""
+
+from __future__ import annotations
+
+from toolchain.search.baselines import (
+    Baseline,
+    best_feasible_uniform,
+    best_random,
+    random_feasible,
+    uniform_at_least,
+)
+from toolchain.search.constraints import check_constraints
+from toolchain.search.pareto import hypervolume, pareto_indices
+from toolchain.search.refine import ConfigSource, ParetoConfigSource, SpreadConfigSource
+from toolchain.search.scoring import ScoreCache, beats, error_of, quant_key, rank_key
+from toolchain.search.select import SearchResult, SearchSettings, Selection, select_configs
+from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, weight_sensitivity
+from toolchain.search.space import (
+    Cost,
+    Limit,
+    SearchSpace,
+    Variant,
+    cost_of,
+    require_reachable,
+    smallest_cost,
+)
+
+__all__ = [
+    "Baseline",
+    "ConfigSource",
+    "Cost",
+    "Limit",
+    "ParetoConfigSource",
+    "ScoreCache",
+    "SearchResult",
+    "SearchSettings",
+    "SearchSpace",
+    "Selection",
+    "Sensitivity",
+    "SpreadConfigSource",
+    "Variant",
+    "beats",
+    "best_feasible_uniform",
+    "best_random",
+    "check_constraints",
+    "cost_of",
+    "error_of",
+    "hypervolume",
+    "loss_sensitivity",
+    "pareto_indices",
+    "quant_key",
+    "random_feasible",
+    "rank_key",
+    "require_reachable",
+    "select_configs",
+    "smallest_cost",
+    "uniform_at_least",
+    "weight_sensitivity",
+]

@@ -1,0 +1,195 @@
+"""A whole tiny training run: merge exactness, nested ranks, resume, integrity of the run directory."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from toolchain.adapter import Grid, Run, SpreadConfigSource, TrainSettings, make_config, train
+from toolchain.adapter.checkpoint import latest_checkpoint
+from toolchain.errors import BadInputError, IntegrityError
+from toolchain.evaluate import encode
+from toolchain.io import sha256_file
+from toolchain.quant.core import Scheme, int_range
+
+SETTINGS = TrainSettings(
+    max_length=32,
+    batch_size=8,
+    float_steps=150,
+    float_mode="full",
+    float_lr=3e-3,
+    head_lr=1e-2,
+    steps=30,
+    rank=4,
+    lr=1e-2,
+    checkpoint_every=10,
+    refine_every=10,
+    bits=[2, 3, 4, 8],
+    grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC), Grid(block_size=16)],
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matrices: a second thread only adds synchronisation (10x slower on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_path, tiny_data, tmp_path_factory) -> Run:
+    return train(tiny_model_path, tiny_data, tmp_path_factory.mktemp("run") / "r", SETTINGS, progress=False)
+
+
+def _configs(run: Run, n: int = 6):
+    return SpreadConfigSource(run.specs, SETTINGS.bits, SETTINGS.grids, mix=0.5).sample(random.Random(7), n)
+
+
+def test_float_model_learned_the_task(run):
+    assert run.float_accuracy > 90
+
+
+def test_generated_integer_model_equals_training_forward(run):
+    inputs = encode(run.tokenizer, run.splits.test.texts, SETTINGS.max_length)
+    for i, config in enumerate(_configs(run)):
+        rank = 1 + i % SETTINGS.rank
+        with torch.no_grad():
+            run.adapter_model.set_config(config, rank)
+            trained = run.adapter_model(**inputs)
+            shipped = run.quantized_model(config, rank)(**inputs).logits
+        assert (trained - shipped).abs().max().item() <= 1e-5
+        for name, qw in run.generate(config, rank).items():
+            lo, hi = int_range(config.layers[name].bits, config.layers[name].scheme)
+            assert qw.q.dtype == torch.int16
+            assert lo <= qw.q.min().item() and qw.q.max().item() <= hi
+            assert (qw.bits, qw.scheme, qw.block_size) == (
+                config.layers[name].bits,
+                config.layers[name].scheme,
+                config.layers[name].block_size,
+            )
+
+
+def test_training_moved_integers_off_the_base(run):
+    config = make_config(run.specs, [2] * len(run.specs), [Grid()] * len(run.specs))
+    moved = 0
+    for name, qw in run.generate(config).items():
+        base = run.adapter_model.layers[0].base.get(name, 2, Grid())
+        moved += (qw.q != base.q).sum().item()
+    assert moved > 0
+
+
+def test_nested_rank_uses_only_leading_components(run):
+    config = _configs(run, 1)[0]
+    k = 2
+    want = run.generate(config, rank=k)
+    model = run.adapter_model
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith(("lora_a", "lora_b"))}
+    try:
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.lora_a[k:] = 0
+                layer.lora_b[:, k:] = 0
+        got = run.generate(config)  # full rank, but only the first k components are non-zero
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+    for name in want:
+        assert torch.equal(want[name].q, got[name].q)
+    assert any(not torch.equal(want[n].q, run.generate(config)[n].q) for n in want)
+
+
+def test_rank_outside_the_trained_range_is_refused(run):
+    with pytest.raises(BadInputError, match="rank: 5 is not in 1..4"):
+        run.generate(_configs(run, 1)[0], rank=5)
+
+
+def test_score_reports_agreement_with_the_float_model(run):
+    m = run.score(_configs(run, 1)[0], "test")
+    assert 0 <= m.accuracy <= 100 and m.agreement is not None and m.kl is not None
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class CrashingSource(SpreadConfigSource):
+    """The default source, except that it fails when asked for step `at`'s configurations."""
+
+    def __init__(self, specs, at: int):
+        super().__init__(specs, SETTINGS.bits, SETTINGS.grids)
+        self.calls, self.at = 0, at
+
+    def sample(self, rng, k):
+        if self.calls == self.at:
+            raise _Crash("simulated interruption")
+        self.calls += 1
+        return super().sample(rng, k)
+
+
+@pytest.fixture(scope="module")
+def interrupted(run, tiny_model_path, tiny_data, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("interrupted") / "r"
+    with pytest.raises(_Crash):
+        train(
+            tiny_model_path,
+            tiny_data,
+            run_dir,
+            SETTINGS,
+            config_source=CrashingSource(run.specs, 17),
+            progress=False,
+        )
+    assert latest_checkpoint(run_dir).name == "step-000010"
+    return run_dir
+
+
+def test_resume_gives_identical_integers(run, interrupted, tiny_model_path, tiny_data, tmp_path):
+    run_dir = tmp_path / "r"
+    shutil.copytree(interrupted, run_dir)
+    resumed = train(tiny_model_path, tiny_data, run_dir, SETTINGS, progress=False)
+    assert sha256_file(run_dir / "adapter.safetensors") == sha256_file(run.run_dir / "adapter.safetensors")
+    for config in _configs(run, 3):
+        a, b = run.generate(config), resumed.generate(config)
+        assert all(torch.equal(a[n].q, b[n].q) and torch.equal(a[n].scale, b[n].scale) for n in a)
+
+
+def test_tampered_checkpoint_is_refused(interrupted, tiny_model_path, tiny_data, tmp_path):
+    run_dir = tmp_path / "r"
+    shutil.copytree(interrupted, run_dir)
+    state = latest_checkpoint(run_dir) / "state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[-1] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="state.safetensors: sha256 does not match"):
+        train(tiny_model_path, tiny_data, run_dir, SETTINGS, progress=False)
+
+
+@pytest.mark.parametrize("victim", ["adapter.safetensors", "base.safetensors", "float/model.safetensors"])
+def test_edited_or_truncated_run_file_is_refused_by_name(run, tmp_path, victim):
+    run_dir = tmp_path / "r"
+    shutil.copytree(run.run_dir, run_dir)
+    f = run_dir / victim
+    f.write_bytes(f.read_bytes()[:-10])
+    with pytest.raises(IntegrityError, match=victim.replace(".", r"\.")):
+        Run.load(run_dir)
+
+
+def test_run_directory_of_other_settings_is_refused(run, tiny_model_path, tiny_data):
+    other = SETTINGS.model_copy(update={"steps": 31})
+    with pytest.raises(BadInputError, match="holds a run with other settings"):
+        train(tiny_model_path, tiny_data, run.run_dir, other, progress=False)
+
+
+def test_run_loads_again_with_the_same_integers(run):
+    again = Run.load(run.run_dir)
+    config = _configs(run, 1)[0]
+    a, b = run.generate(config), again.generate(config)
+    assert all(torch.equal(a[n].q, b[n].q) for n in a)
+    assert again.label_names == run.label_names and again.splits.test.ids == run.splits.test.ids

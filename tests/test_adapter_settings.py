@@ -1,0 +1,45 @@
+"""TrainSettings: validation, hashing, and coverage of device profiles."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from toolchain.adapter import Grid, TrainSettings
+from toolchain.profiles import load_profiles
+from toolchain.quant.core import Scheme
+
+
+def test_default_grids_cover_the_shipped_profiles(profiles_dir):
+    covering = TrainSettings.covering(load_profiles([profiles_dir]))
+    assert {g.key for g in covering.grids} <= {g.key for g in TrainSettings().grids}
+    assert set(covering.bits) <= set(TrainSettings().bits)
+
+
+def test_covering_collects_schemes_and_block_sizes(profiles_dir):
+    profiles = {p.name: p for p in load_profiles([profiles_dir])}
+    s = TrainSettings.covering([profiles["rpi5"], profiles["aggressive_2bit"]], steps=5)
+    assert s.steps == 5 and s.bits == [2, 3, 4, 5, 6, 8]
+    assert {g.key for g in s.grids} == {"symm-pc", "symm-b32", "symm-b64", "symm-b128", "asym-pc"}
+
+
+def test_digest_tracks_every_field_and_float_digest_only_the_float_stage():
+    a = TrainSettings()
+    assert a.digest() == TrainSettings().digest()
+    assert a.digest() != TrainSettings(alpha=3.0).digest()
+    assert a.float_digest() == TrainSettings(alpha=3.0, steps=7).float_digest()
+    assert a.float_digest() != TrainSettings(float_steps=7).float_digest()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bits": [2, 9]}, "bits: 9 is not in 2..8"),
+        ({"batch_size": 1, "configs_per_step": 2}, "batch_size 1 < configs_per_step 2"),
+        ({"grids": [Grid(), Grid(scheme=Scheme.SYMMETRIC)]}, "duplicates"),
+        ({"unknown": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_settings_are_refused_by_field(kwargs, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainSettings(**kwargs)

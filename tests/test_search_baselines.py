@@ -1,0 +1,64 @@
+"""Baselines of the acceptance comparison, and the local search near a budget."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from toolchain.profiles import load_profile
+from toolchain.quant.core import Scheme
+from toolchain.search.baselines import best_feasible_uniform, random_feasible, uniform_at_least
+from toolchain.search.constraints import check_constraints
+from toolchain.search.local import local_search
+from toolchain.search.scoring import ScoreCache, quant_key, rank_key
+from toolchain.search.sensitivity import loss_sensitivity
+from toolchain.search.space import Cost, Limit, SearchSpace, Variant
+from toolchain.search.toy import ToyProblem, bert_like_specs
+
+SPECS = bert_like_specs(2, 128, 256)  # per-channel scales: 0.25 bits on 128 inputs, 0.125 on 256
+
+
+@pytest.fixture(scope="module")
+def rpi5(profiles_dir):
+    return load_profile(profiles_dir / "rpi5.yaml")
+
+
+def test_uniform_at_least_is_the_cheapest_uniform_not_below(rpi5):
+    toy = ToyProblem.make(SPECS)
+    # uniform b per channel costs b + 0.21875 here (3/4 of weights have 128 inputs: 0.25; 1/4 have 256)
+    base = uniform_at_least(rpi5, SPECS, toy.metrics, Cost(4.1, 0))
+    assert base.config.bits_vector() == [4] * len(SPECS) and base.cost.avg_bits == pytest.approx(4.21875)
+    above = uniform_at_least(rpi5, SPECS, toy.metrics, Cost(4.22, 0))
+    # next up: 4 bits in blocks of 128 (4 + 32/128 = 4.25), the cheapest uniform configuration >= 4.22
+    assert above.cost.avg_bits == pytest.approx(4.25) and above.config.layers[SPECS[0].name].block_size == 128
+    assert uniform_at_least(rpi5, SPECS, toy.metrics, Cost(99.0, 0)) is None
+
+
+def test_best_feasible_uniform_is_within_budget(rpi5):
+    toy = ToyProblem.make(SPECS)
+    best = best_feasible_uniform(rpi5, SPECS, toy.metrics)
+    assert check_constraints(rpi5, best.config, SPECS) == []
+    # within 4.25: 3 and 4 bits per channel and in blocks of 128, 3 bits in blocks of 64 and 32
+    assert best.evaluated == 6
+
+
+def test_random_feasible_configurations(rpi5):
+    configs = random_feasible(rpi5, SPECS, 20, seed=3)
+    assert len({quant_key(c) for c in configs}) == 20
+    assert all(check_constraints(rpi5, c, SPECS) == [] for c in configs)
+    assert [quant_key(c) for c in configs] == [quant_key(c) for c in random_feasible(rpi5, SPECS, 20, seed=3)]
+    assert len({tuple(c.bits_vector()) for c in configs}) == 20
+
+
+def test_local_search_improves_a_poor_start_within_budget(rpi5):
+    toy = ToyProblem.make(SPECS, seed=4)
+    space = SearchSpace.from_profile(rpi5, SPECS)
+    limit = Limit.of_profile(rpi5, space.n_params)
+    cache = ScoreCache(toy.metrics)
+    sens = loss_sensitivity(toy.loss, space)
+    start = space.build(3, Variant(Scheme.SYMMETRIC, None))  # uniform 3 bits: 0.9 bits of budget unused
+    best, m = local_search(space, limit, sens, start, cache, n_evals=6, rng=random.Random(0))
+    assert cache.evaluations <= 1 + 6
+    assert rank_key(m) < rank_key(toy.metrics(start))
+    assert check_constraints(rpi5, best, SPECS) == []

@@ -1,0 +1,120 @@
+"""Per-device selection on a toy analytic scorer and on the tiny model with post-training quantization."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from toolchain.errors import BadInputError
+from toolchain.evaluate import metrics, predict_logits
+from toolchain.models import load_model, quantizable_layers
+from toolchain.profiles import load_profiles
+from toolchain.quant.model import Rounding, quantize_model
+from toolchain.search.baselines import best_feasible_uniform, best_random, uniform_at_least
+from toolchain.search.constraints import check_constraints
+from toolchain.search.plot import plot_front
+from toolchain.search.scoring import beats, quant_key
+from toolchain.search.select import SearchSettings, select_configs
+from toolchain.search.toy import ToyProblem, bert_like_specs
+
+SPECS = bert_like_specs(2, 128, 256)  # 12 layers; per-channel scales cost 0.25 or 0.125 bits per weight
+SETTINGS = SearchSettings(seed=0, front_evals=16, local_evals=8)
+
+
+@pytest.fixture(scope="module")
+def profiles(profiles_dir):
+    return {p.name: p for p in load_profiles([profiles_dir])}
+
+
+@pytest.fixture(scope="module")
+def toy_result(profiles):
+    toy = ToyProblem.make(SPECS, seed=2)
+    return toy, select_configs(list(profiles.values()), SPECS, toy.metrics, settings=SETTINGS)
+
+
+def test_every_choice_satisfies_its_profile(profiles, toy_result):
+    _, result = toy_result
+    assert [s.profile for s in result.selections] == list(profiles)
+    for s in result.selections:
+        assert check_constraints(profiles[s.profile], s.config, SPECS) == [], s.profile
+        assert s.candidates_evaluated >= 3
+
+
+@pytest.mark.parametrize("name", ["rpi5", "x86_vnni_server", "npu_int8"])
+def test_choice_beats_uniform_of_same_or_larger_cost(profiles, toy_result, name):
+    toy, result = toy_result
+    chosen = result.selection(name)
+    uniform = uniform_at_least(profiles[name], SPECS, toy.metrics, chosen.cost)
+    assert uniform.cost.avg_bits >= chosen.cost.avg_bits
+    assert beats(chosen.metrics, uniform.metrics), (chosen.metrics, uniform.metrics)
+
+
+def test_choice_beats_feasible_uniform_and_best_of_20_random(profiles, toy_result):
+    toy, result = toy_result
+    for s in result.selections:
+        p = profiles[s.profile]
+        uniform = best_feasible_uniform(p, SPECS, toy.metrics)
+        random20 = best_random(p, SPECS, toy.metrics, n=20, seed=1)
+        assert random20.evaluated == 20
+        assert all(check_constraints(p, c.config, SPECS) == [] for c in (uniform, random20))
+        assert beats(s.metrics, uniform.metrics) or quant_key(s.config) == quant_key(uniform.config), (
+            s.profile
+        )
+        assert beats(s.metrics, random20.metrics), s.profile
+
+
+def test_search_is_deterministic_and_serialisable(profiles, toy_result):
+    toy, first = toy_result
+    again = select_configs(list(profiles.values()), SPECS, toy.metrics, settings=SETTINGS)
+    assert [quant_key(s.config) for s in again.selections] == [quant_key(s.config) for s in first.selections]
+    assert [p.key for p in again.front] == [p.key for p in first.front]
+    data = json.loads(json.dumps(first.to_dict()))
+    assert data["evaluations"] == first.evaluations == len(first.evaluated)
+    # probe 7 + seeds (3 per variant: 10 variants, 1 lower per profile) + front + local: the budget holds
+    seeds = 3 * 10 + SETTINGS.lower_seeds * len(profiles)
+    assert first.evaluations <= 7 + seeds + SETTINGS.front_evals + SETTINGS.local_evals * len(profiles)
+    assert first.stages["front"] <= SETTINGS.front_evals
+    assert all(first.stages[f"local:{n}"] <= SETTINGS.local_evals for n in profiles)
+
+
+def test_unreachable_profile_fails_before_any_evaluation(profiles):
+    calls = []
+    specs = bert_like_specs(2, 32, 64)  # scales alone cost 0.875 bits per weight: 2.5 bits is out of reach
+    with pytest.raises(BadInputError, match="aggressive_2bit.*2.5.*2.8750"):
+        select_configs(list(profiles.values()), specs, lambda c: calls.append(c))
+    assert calls == []
+
+
+def test_tiny_model_end_to_end_with_post_training_quantization(
+    profiles, tiny_model_path, tiny_data, tmp_path
+):
+    model, tok = load_model(tiny_model_path, tiny_data.label_names)
+    texts, labels = tiny_data.texts[::4], tiny_data.labels[::4]
+    reference = predict_logits(model, tok, texts)
+    specs = quantizable_layers(model)
+
+    def score(config):
+        return metrics(
+            predict_logits(quantize_model(model, config, Rounding.RTN), tok, texts), labels, reference
+        )
+
+    chosen = [
+        p for n, p in profiles.items() if n != "aggressive_2bit"
+    ]  # 2.5 bits is unreachable at hidden 32
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a hidden-32 model runs 100x slower on two contended threads than on one
+    try:
+        result = select_configs(chosen, specs, score, settings=SearchSettings(front_evals=8, local_evals=4))
+    finally:
+        torch.set_num_threads(threads)
+    for s in result.selections:
+        assert check_constraints(profiles[s.profile], s.config, specs) == []
+        assert s.metrics.kl is not None and s.metrics.kl > -1e-6
+    png, svg = plot_front(result, tmp_path / "front", chosen)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first_svg = svg.read_bytes()
+    plot_front(result, tmp_path / "front", chosen)
+    assert svg.read_bytes() == first_svg  # no date, fixed ids: same result, same file
+    assert b"rpi5" in first_svg

@@ -1,0 +1,143 @@
+"""Training configuration sets: where each training step draws its per-layer bit configurations from.
+
+The set is pluggable (`ConfigSource`) because CoA-LoRA's Pareto search (toolchain.search) grows it during
+training; `SpreadConfigSource` is the default, random configurations spread across average budgets.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from toolchain.adapter.settings import Grid
+from toolchain.bitconfig import BitConfig, LayerBits, smallest_container
+from toolchain.errors import BadInputError
+from toolchain.models import LayerSpec
+
+
+@runtime_checkable
+class ConfigSource(Protocol):
+    """Supplies the configurations a training step learns.
+
+    `refine` is called every `TrainSettings.refine_every` steps with `score(config)`: the validation loss
+    (lower is better) of that configuration under the current adapter, on a fixed validation batch.
+    A source with state may also define `state_dict() -> dict` (JSON-able) and `load_state_dict(dict)`;
+    checkpoints then save and restore it, so a resumed run draws what an uninterrupted one would.
+    """
+
+    def sample(self, rng: random.Random, k: int) -> list[BitConfig]: ...
+
+    def refine(self, step: int, score: Callable[[BitConfig], float]) -> None: ...
+
+
+def layer_bits(spec: LayerSpec, bits: int, grid: Grid) -> LayerBits:
+    """LayerBits for `spec` on `grid`, in the smallest ONNX container holding the range."""
+    return LayerBits(
+        bits=bits,
+        scheme=grid.scheme,
+        block_size=grid.block_size,
+        container=smallest_container(bits, grid.scheme),
+        out_features=spec.out_features,
+        in_features=spec.in_features,
+    )
+
+
+def make_config(specs: Sequence[LayerSpec], bits: Sequence[int], grids: Sequence[Grid]) -> BitConfig:
+    """A BitConfig from one bit-width and one grid per layer."""
+    return BitConfig(layers={s.name: layer_bits(s, b, g) for s, b, g in zip(specs, bits, grids, strict=True)})
+
+
+def _nearest(allowed: Sequence[int], b: int) -> int:
+    return min(allowed, key=lambda a: (abs(a - b), a))
+
+
+class SpreadConfigSource:
+    """Random per-layer bit-widths around a per-configuration target average drawn from [min, max] bits.
+
+    The target is min + (max - min) * u**skew (u uniform): skew > 1 puts more configurations at low
+    budgets, where accuracy depends on the adapter (FACTS.md: above 3 bits it saturates). Each layer gets
+    floor(target) or ceil(target) (so the mean matches), then with probability `jitter` one bit more or less.
+    Each configuration uses one grid, except that each layer switches to another covered grid with
+    probability `mix`. Stateless: everything comes from the rng the trainer passes.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[LayerSpec],
+        bits: Sequence[int] = range(2, 9),
+        grids: Sequence[Grid] | None = None,
+        *,
+        skew: float = 1.5,
+        jitter: float = 0.25,
+        mix: float = 0.2,
+    ):
+        if not bits or grids == []:
+            raise BadInputError("SpreadConfigSource: bits and grids must be non-empty")
+        self.specs, self.bits, self.grids = list(specs), sorted(set(bits)), list(grids or [Grid()])
+        self.skew, self.jitter, self.mix = skew, jitter, mix
+
+    def _one(self, rng: random.Random) -> BitConfig:
+        lo, hi = self.bits[0], self.bits[-1]
+        target = lo + (hi - lo) * rng.random() ** self.skew
+        base_grid = rng.choice(self.grids)
+        bits, grids = [], []
+        for _ in self.specs:
+            b = math.floor(target) + (rng.random() < target - math.floor(target))
+            if rng.random() < self.jitter:
+                b += rng.choice((-1, 1))
+            bits.append(_nearest(self.bits, b))
+            grids.append(rng.choice(self.grids) if rng.random() < self.mix else base_grid)
+        return make_config(self.specs, bits, grids)
+
+    def sample(self, rng: random.Random, k: int) -> list[BitConfig]:
+        return [self._one(rng) for _ in range(k)]
+
+    def refine(self, step: int, score: Callable[[BitConfig], float]) -> None:
+        """The spread set does not change with training."""
+
+
+class FixedConfigSource:
+    """Always the given configurations (a per-configuration baseline trains on exactly one)."""
+
+    def __init__(self, configs: Sequence[BitConfig]):
+        if not configs:
+            raise BadInputError("FixedConfigSource: no configurations given")
+        self.configs = list(configs)
+
+    def sample(self, rng: random.Random, k: int) -> list[BitConfig]:
+        return [rng.choice(self.configs) for _ in range(k)]
+
+    def refine(self, step: int, score: Callable[[BitConfig], float]) -> None:
+        """A fixed set does not change."""
+
+
+def random_config_at(
+    specs: Sequence[LayerSpec],
+    avg_bits: float,
+    rng: random.Random,
+    bits: Sequence[int] = range(2, 9),
+    grid: Grid | None = None,
+) -> BitConfig:
+    """A random configuration at most (and close to) `avg_bits` logical bits per weight, overhead included.
+
+    Starts every layer at the lowest bit-width, then raises random layers one allowed step at a time while
+    the budget holds: layers end up spread over several bit-widths (held-out configurations for benchmarks).
+    """
+    allowed, grid = sorted(set(bits)), grid or Grid()
+    level = [0] * len(specs)
+    config = make_config(specs, [allowed[0]] * len(specs), [grid] * len(specs))
+    if config.avg_bits > avg_bits:
+        raise BadInputError(f"avg_bits {avg_bits}: below the smallest configuration ({config.avg_bits:.3f})")
+    open_layers = list(range(len(specs)))
+    while open_layers:
+        i = rng.choice(open_layers)
+        trial = level.copy()
+        trial[i] += 1
+        candidate = make_config(specs, [allowed[t] for t in trial], [grid] * len(specs))
+        if candidate.avg_bits <= avg_bits:
+            level, config = trial, candidate
+        if candidate.avg_bits > avg_bits or trial[i] == len(allowed) - 1:
+            open_layers.remove(i)
+    return config

@@ -1,0 +1,118 @@
+"""CoAModel: the float fine-tuned network with every quantizable Linear replaced by a CoALinear, plus the
+shared configuration mapper. `set_config(config, rank)` then `forward(**inputs)` is the training-time
+forward of that configuration; `generate(config, rank)` returns the integers that forward computed with.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from toolchain.adapter.base import QuantBase
+from toolchain.adapter.layer import CoALinear, LayerState
+from toolchain.adapter.mapper import ConfigMapper, Vocab
+from toolchain.adapter.settings import TrainSettings
+from toolchain.bitconfig import BitConfig
+from toolchain.errors import BadInputError
+from toolchain.models import LayerSpec
+from toolchain.quant.core import QuantizedWeight
+from toolchain.quant.model import get_module, set_module
+
+
+def check_config(specs: Sequence[LayerSpec], config: BitConfig) -> None:
+    """The configuration must name exactly the run's quantizable layers, with their shapes."""
+    names = {s.name for s in specs}
+    problems = [
+        f"bit config: layer {n!r} is not a quantizable layer of this run"
+        for n in config.layers
+        if n not in names
+    ]
+    problems += [f"bit config: layer {s.name!r} is missing" for s in specs if s.name not in config.layers]
+    for s in specs:
+        lb = config.layers.get(s.name)
+        if lb and (lb.out_features, lb.in_features) != (s.out_features, s.in_features):
+            problems.append(
+                f"bit config: layer {s.name!r} has shape ({lb.out_features}, {lb.in_features}), "
+                f"the model's is ({s.out_features}, {s.in_features})"
+            )
+    if problems:
+        raise BadInputError(problems)
+
+
+class CoAModel(nn.Module):
+    """Configuration-aware model: frozen float network, trainable A/B/Q(c)/scales/head."""
+
+    def __init__(
+        self, float_model: nn.Module, specs: Sequence[LayerSpec], base: QuantBase, settings: TrainSettings
+    ):
+        super().__init__()
+        self.net = copy.deepcopy(float_model).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.specs, self.rank = list(specs), settings.rank
+        self.layers: list[CoALinear] = []
+        for spec in self.specs:
+            layer = CoALinear(get_module(self.net, spec.name), spec, base, settings)
+            set_module(self.net, spec.name, layer)
+            self.layers.append(layer)
+        for p in self.net.classifier.parameters():
+            p.requires_grad_(True)  # the task head trains jointly
+        self.vocab = Vocab.of(self.specs, settings.grids)
+        self.mapper = ConfigMapper(self.vocab, settings.rank, settings.embed_dim, settings.mapper_hidden)
+
+    def _rank(self, rank: int | None) -> int:
+        rank = self.rank if rank is None else rank
+        if not 1 <= rank <= self.rank:
+            raise BadInputError(f"rank: {rank} is not in 1..{self.rank} (the run's trained rank)")
+        return rank
+
+    def set_config(self, config: BitConfig, rank: int | None = None) -> None:
+        """Make the next forward compute `config`'s merged integers at `rank` (None: the full rank)."""
+        check_config(self.specs, config)
+        rank = self._rank(rank)
+        qs = self.mapper(self.vocab.features(self.specs, config).to(self.device))  # (L, r, r)
+        for layer, spec, q in zip(self.layers, self.specs, qs):
+            layer.current = LayerState(config.layers[spec.name], q, rank)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mapper.eye.device
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+
+    @torch.no_grad()
+    def generate(
+        self, config: BitConfig, rank: int | None = None, requantize: str = "base"
+    ) -> dict[str, QuantizedWeight]:
+        """Each layer's integers and scales for `config` (merged, no rounding after the merge)."""
+        self.set_config(config, rank)
+        return {layer.spec.name: layer.generate(layer.current, requantize) for layer in self.layers}
+
+    def param_groups(self, settings: TrainSettings) -> list[dict]:
+        scales = [p for n, p in self.named_parameters() if ".log_scales." in n]
+        ids = {id(p) for p in scales}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": rest, "lr": settings.lr}, {"params": scales, "lr": settings.scale_lr}]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Everything training changes: A, B, log-scales, mapper, head (what a checkpoint stores)."""
+        return {
+            n: p.detach().cpu().clone().contiguous() for n, p in self.named_parameters() if p.requires_grad
+        }
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        own = dict(self.named_parameters())
+        wanted = {n for n, p in own.items() if p.requires_grad}
+        missing, extra = sorted(wanted - state.keys()), sorted(state.keys() - wanted)
+        if missing or extra:
+            raise BadInputError(
+                f"{source}: adapter tensors do not match the run "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+            )
+        with torch.no_grad():
+            for n in wanted:
+                own[n].copy_(state[n])

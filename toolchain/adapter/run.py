@@ -1,0 +1,224 @@
+"""The run directory API: `train(...) -> Run` and `Run.load(run_dir)`.
+
+A finished run directory holds everything needed to generate any covered configuration's integers on
+another machine: the float fine-tuned model and tokenizer, the data (hence the same seeded split), the
+quantized base, the trained adapter, and a manifest of sha256 hashes that `Run.load` verifies.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from toolchain.adapter import stages
+from toolchain.adapter.base import QuantBase
+from toolchain.adapter.configs import ConfigSource, SpreadConfigSource
+from toolchain.adapter.distributed import Parallel
+from toolchain.adapter.model import CoAModel, check_config
+from toolchain.adapter.settings import Grid, TrainSettings
+from toolchain.adapter.train import TrainData, train_adapter
+from toolchain.bitconfig import BitConfig
+from toolchain.data import Splits, TextDataset, split
+from toolchain.errors import BadInputError, IntegrityError
+from toolchain.evaluate import Metrics, metrics, predict_logits
+from toolchain.io import atomic_write_bytes, atomic_write_json, sha256_file
+from toolchain.models import LayerSpec, quantizable_layers
+from toolchain.quant.core import QuantizedWeight
+from toolchain.quant.model import apply_quantized
+
+RUN_FORMAT = 1
+RUN_JSON, MANIFEST = "run.json", "manifest.json"
+
+
+def _manifest_files(run_dir: Path) -> list[Path]:
+    fixed = [stages.SETTINGS, stages.DATA, stages.LOGITS, stages.BASE, stages.ADAPTER, RUN_JSON]
+    return [run_dir / f for f in fixed] + sorted((run_dir / stages.FLOAT_DIR).iterdir())
+
+
+def _write_manifest(run_dir: Path) -> None:
+    files = {str(p.relative_to(run_dir)): sha256_file(p) for p in _manifest_files(run_dir)}
+    atomic_write_json(run_dir / MANIFEST, {"format": RUN_FORMAT, "files": files})
+
+
+def verify_manifest(run_dir: Path) -> None:
+    """Each file in the manifest exists with its recorded sha256; IntegrityError names each that does not."""
+    path = run_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IntegrityError([f"{path}: unreadable run manifest: {exc}"]) from exc
+    if manifest.get("format") != RUN_FORMAT:
+        raise BadInputError(f"{path}: format {manifest.get('format')!r}, this edgeq reads {RUN_FORMAT}")
+    bad = []
+    for rel, digest in manifest["files"].items():
+        f = run_dir / rel
+        if not f.is_file():
+            bad.append(f"{f}: missing (listed in {path})")
+        elif sha256_file(f) != digest:
+            bad.append(f"{f}: sha256 does not match {path} (truncated or edited)")
+    if bad:
+        raise IntegrityError(bad)
+
+
+def train(
+    model_dir: Path | str,
+    dataset: TextDataset,
+    run_dir: Path | str,
+    settings: TrainSettings | None = None,
+    *,
+    config_source: ConfigSource | None = None,
+    progress: bool = True,
+) -> Run:
+    """Float fine-tune, quantized base, configuration-aware adapter; resumes an interrupted `run_dir`.
+
+    `config_source` supplies the training configurations (default: SpreadConfigSource over the settings'
+    bits and grids). Returns the loaded, verified Run.
+    """
+    s, run_dir = settings or TrainSettings(), Path(run_dir)
+    if (run_dir / MANIFEST).is_file():
+        stages.start_run(run_dir, dataset, s)  # refuses other settings/data
+        return Run.load(run_dir)
+    par = Parallel.detect()  # several processes under `accelerate launch`
+    with par.main_first():  # the main process runs (and writes) the float stages, the others read them
+        model, tok, splits = _float_stages(Path(model_dir), dataset, run_dir, s, progress and par.is_main)
+    specs = quantizable_layers(model)
+    source = config_source or SpreadConfigSource(specs, s.bits, s.grids)
+    coa = _build_coa(run_dir, model, specs, s)
+    teacher = stages.load_logits(run_dir)["train"]
+    data = TrainData(splits.train, teacher, splits.val, tok, s.effective_train_length)
+    timer = stages.Timer()
+    train_adapter(coa, data, s, source, run_dir, progress, par)
+    if par.is_main:
+        timer.record(run_dir, "adapter")
+        atomic_write_bytes(run_dir / stages.ADAPTER, save(coa.trainable_state()))
+        _write_run_json(run_dir, s, specs, dataset.label_names)
+        _write_manifest(run_dir)
+    par.wait()
+    return Run.load(run_dir)
+
+
+def _float_stages(model_dir: Path, dataset: TextDataset, run_dir: Path, s: TrainSettings, progress: bool):
+    """(float fine-tuned model, tokenizer, splits), running each stage not yet in `run_dir`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stages.start_run(run_dir, dataset, s)
+    splits = split(dataset, s.seed)
+    stages.float_stage(run_dir, model_dir, dataset, splits.train, s, progress)
+    model, tok = stages.load_float(run_dir, dataset.label_names)
+    stages.logits_stage(run_dir, model, tok, splits, s)
+    stages.base_stage(run_dir, model, s, progress)
+    return model, tok, splits
+
+
+def _build_coa(run_dir: Path, model: nn.Module, specs: list[LayerSpec], s: TrainSettings) -> CoAModel:
+    base = QuantBase.load(run_dir / stages.BASE, s.grids)
+    with torch.random.fork_rng():  # A's init is seeded without touching the caller's RNG
+        torch.manual_seed(s.seed)
+        return CoAModel(model, specs, base, s)
+
+
+def _write_run_json(run_dir: Path, s: TrainSettings, specs: list[LayerSpec], label_names: list[str]) -> None:
+    logits = stages.load_logits(run_dir)
+    ds = stages.read_dataset(run_dir / stages.DATA)
+    test = split(ds, s.seed).test
+    info = {
+        "format": RUN_FORMAT,
+        "settings_digest": s.digest(),
+        "label_names": label_names,
+        "specs": [vars(sp) for sp in specs],
+        "float_test": metrics(logits["test"], test.labels).to_dict(),
+        "timings_s": json.loads((run_dir / stages.TIMINGS).read_text()),
+    }
+    atomic_write_json(run_dir / RUN_JSON, info)
+
+
+class Run:
+    """A finished, verified training run: generate any covered configuration's integers."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        settings: TrainSettings,
+        info: dict,
+        splits: Splits,
+        float_net: nn.Module,
+        tokenizer,
+        coa: CoAModel,
+        logits: dict[str, torch.Tensor],
+    ):
+        self.run_dir, self.settings, self.info, self.splits = run_dir, settings, info, splits
+        self.tokenizer, self.adapter_model, self._float, self._logits = tokenizer, coa, float_net, logits
+        self.label_names: list[str] = list(info["label_names"])
+        self.specs: list[LayerSpec] = [LayerSpec(**d) for d in info["specs"]]
+        self._deploy = copy.deepcopy(float_net)
+        self._deploy.classifier.load_state_dict(coa.net.classifier.state_dict())  # the jointly trained head
+
+    @staticmethod
+    def is_complete(run_dir: Path | str) -> bool:
+        return (Path(run_dir) / MANIFEST).is_file()
+
+    @classmethod
+    def load(cls, run_dir: Path | str) -> Run:
+        run_dir = Path(run_dir)
+        if not cls.is_complete(run_dir):
+            raise BadInputError(f"{run_dir}: not a finished run (no {MANIFEST}); train it first")
+        verify_manifest(run_dir)
+        s = TrainSettings.model_validate_json((run_dir / stages.SETTINGS).read_text())
+        info = json.loads((run_dir / RUN_JSON).read_text())
+        ds = stages.read_dataset(run_dir / stages.DATA)
+        model, tok = stages.load_float(run_dir, info["label_names"])
+        coa = _build_coa(run_dir, model, quantizable_layers(model), s)
+        try:
+            state = load_file(str(run_dir / stages.ADAPTER))
+        except SafetensorError as exc:
+            raise IntegrityError([f"{run_dir / stages.ADAPTER}: unreadable: {exc}"]) from exc
+        coa.load_trainable_state(state, str(run_dir / stages.ADAPTER))
+        return cls(run_dir, s, info, split(ds, s.seed), model, tok, coa.eval(), stages.load_logits(run_dir))
+
+    @property
+    def float_accuracy(self) -> float:
+        """Test accuracy (%) of the float fine-tuned model."""
+        return self.info["float_test"]["accuracy"]
+
+    def float_model(self) -> nn.Module:
+        """A copy of the float fine-tuned model (its own head): the reference."""
+        return copy.deepcopy(self._float)
+
+    def float_logits(self, split_name: str) -> torch.Tensor:
+        """Float reference logits on 'val' or 'test' (evaluation length) or 'train' (training length)."""
+        if split_name not in self._logits:
+            raise BadInputError(f"split: {split_name!r} is not one of {', '.join(self._logits)}")
+        return self._logits[split_name]
+
+    def generate(self, bit_config: BitConfig, rank: int | None = None) -> dict[str, QuantizedWeight]:
+        """Merged integers and scales of every layer for `bit_config` (no rounding after the merge)."""
+        return self.adapter_model.generate(bit_config, rank)
+
+    def ptq_weights(self, bit_config: BitConfig) -> dict[str, QuantizedWeight]:
+        """The quantized base for `bit_config`: MSE-clipped PTQ of the float fine-tuned weights (the baseline
+        the adapter starts from; use with `float_model()`, whose head it was quantized under)."""
+        check_config(self.specs, bit_config)
+        base = self.adapter_model.layers[0].base
+        return {
+            n: base.get(n, lb.bits, Grid(scheme=lb.scheme, block_size=lb.block_size))
+            for n, lb in bit_config.layers.items()
+        }
+
+    def quantized_model(self, bit_config: BitConfig, rank: int | None = None) -> nn.Module:
+        """The float fine-tuned model with the trained head, computing with `bit_config`'s integers."""
+        return apply_quantized(self._deploy, self.generate(bit_config, rank))
+
+    def score(self, bit_config: BitConfig, split: str = "val", rank: int | None = None) -> Metrics:
+        """Accuracy, macro-F1, agreement with and KL from the float model on a split ('val' or 'test')."""
+        ds = {"val": self.splits.val, "test": self.splits.test}.get(split)
+        if ds is None:
+            raise BadInputError(f"split: {split!r} is not one of val, test")
+        logits = predict_logits(
+            self.quantized_model(bit_config, rank), self.tokenizer, ds.texts, self.settings.max_length
+        )
+        return metrics(logits, ds.labels, self.float_logits(split))

@@ -1,0 +1,137 @@
+"""TrainSettings: everything that determines a training run's result, versioned and hashed.
+
+Two runs with equal `digest()` (same model, data and seed) produce bit-identical integers; a run directory
+records its settings and refuses to resume under different ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from toolchain.finetune import FinetuneMode
+from toolchain.profiles import DeviceProfile
+from toolchain.quant.core import Scheme
+
+SETTINGS_VERSION = 1
+
+
+class Grid(BaseModel):
+    """One integer grid family a layer can be quantized on: a scheme and a granularity."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scheme: Scheme = Scheme.SYMMETRIC
+    block_size: int | None = Field(default=None, ge=2, description="None: one scale per output channel")
+
+    @property
+    def key(self) -> str:
+        gran = "pc" if self.block_size is None else f"b{self.block_size}"
+        return f"{self.scheme.value[:4]}-{gran}"
+
+
+def _default_grids() -> list[Grid]:
+    """What the shipped device profiles ask for: symmetric per-channel and blocks 32/64/128, asymmetric
+    per-channel (aggressive_2bit's four-level 2-bit weights)."""
+    sym, asym = Scheme.SYMMETRIC, Scheme.ASYMMETRIC
+    return [Grid(scheme=sym), Grid(scheme=asym), *(Grid(scheme=sym, block_size=b) for b in (32, 64, 128))]
+
+
+class DeltaUnits(StrEnum):
+    """What one unit of the adapter's output B Q(c) A means (FACTS.md: weight units barely move integers)."""
+
+    STEP = "step"  # one quantization step of the layer's grid at its bit-width (step-size-aware)
+    WEIGHT = "weight"  # one unit of weight value, divided by the step to land on the grid (plain LoRA)
+
+
+class ForwardMode(StrEnum):
+    MERGED = "merged"  # integers W_int + round(delta): what ships, trained straight-through
+    BRANCH = "branch"  # float side branch over frozen integers (the naive path merges and rounds it later)
+
+
+class TrainSettings(BaseModel):
+    """Float fine-tune + configuration-aware adapter training. Defaults fit ~7 minutes on 2 CPU cores."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = SETTINGS_VERSION
+    seed: int = 0
+    max_length: int = Field(default=128, ge=8, description="tokens at evaluation and deployment")
+    train_max_length: int | None = Field(
+        default=None, ge=8, description="tokens in training; None: max_length"
+    )
+    batch_size: int = Field(default=16, ge=1, description="documents per optimizer step")
+    # float fine-tune (the reference and the teacher)
+    float_steps: int = Field(default=100, ge=0)
+    float_mode: FinetuneMode = FinetuneMode.LORA
+    float_lr: float = Field(default=1e-3, gt=0)
+    head_lr: float = Field(default=3e-3, gt=0)
+    # configuration-aware adapter
+    steps: int = Field(default=200, ge=0)
+    rank: int = Field(default=8, ge=1, le=64)
+    lr: float = Field(default=1e-3, gt=0, description="A, B, the mapper and the head")
+    scale_lr: float = Field(default=1e-3, ge=0, description="log-scales (PEQA); 0 keeps the MSE scales")
+    alpha: float = Field(default=16.0, gt=0, description="delta = alpha * B Q(c) A, in `units`")
+    units: DeltaUnits = DeltaUnits.STEP
+    residual: bool = Field(default=True, description="round(W_f/s - W_int + delta): boundary-aware start")
+    forward: ForwardMode = ForwardMode.MERGED
+    configs_per_step: int = Field(
+        default=2, ge=1, description="configurations per step, one micro-batch each"
+    )
+    bits: list[int] = Field(default=[2, 3, 4, 5, 6, 7, 8], min_length=1)
+    grids: list[Grid] = Field(default_factory=_default_grids, min_length=1)
+    distill_weight: float = Field(default=0.5, ge=0, le=1, description="KL to the float teacher vs CE")
+    refine_every: int = Field(default=100, ge=1, description="a Pareto round costs ~40 scored configs")
+    checkpoint_every: int = Field(default=50, ge=1)
+    embed_dim: int = Field(default=8, ge=1)
+    mapper_hidden: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSettings:
+        bad = [b for b in self.bits if not 2 <= b <= 8]
+        if bad:
+            raise ValueError(f"bits: {bad[0]} is not in 2..8")
+        if len({g.key for g in self.grids}) != len(self.grids):
+            raise ValueError(f"grids: duplicates in {[g.key for g in self.grids]}")
+        if self.batch_size < self.configs_per_step:
+            raise ValueError(f"batch_size {self.batch_size} < configs_per_step {self.configs_per_step}")
+        return self
+
+    @classmethod
+    def covering(cls, profiles: Sequence[DeviceProfile], **overrides) -> TrainSettings:
+        """Settings whose bits and grids cover every choice the profiles allow (one run serves them all)."""
+        bits = sorted({b for p in profiles for b in p.weights.bits})
+        grids = [
+            Grid(scheme=sc, block_size=g)
+            for p in profiles
+            for sc in p.weights.schemes
+            for g in p.granularities()
+        ]
+        unique = list({g.key: g for g in grids}.values())
+        return cls(**({"bits": bits, "grids": unique} | overrides))
+
+    @property
+    def effective_train_length(self) -> int:
+        return self.train_max_length or self.max_length
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def float_digest(self) -> str:
+        """Hash of what the float stage depends on: runs that share it can share the float model."""
+        keys = (
+            "version",
+            "seed",
+            "max_length",
+            "train_max_length",
+            "batch_size",
+            "float_steps",
+            "float_mode",
+            "float_lr",
+            "head_lr",
+        )
+        return hashlib.sha256(self.model_dump_json(include=set(keys)).encode()).hexdigest()[:16]

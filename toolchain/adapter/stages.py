@@ -1,0 +1,160 @@
+"""The stages of a training run, each writing its output atomically into the run directory so that an
+interrupted run resumes at the first unfinished stage:
+
+    data.json, settings.json -> float/ (fine-tuned model + tokenizer) -> float_logits.safetensors (teacher
+    logits on train, float logits on val/test) -> base.safetensors (MSE-clipped integers) -> adapter
+    checkpoints -> adapter.safetensors
+
+A stage's output is always read back from disk before the next stage uses it, so a resumed run computes
+from exactly the bytes an uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from tqdm.auto import tqdm
+
+from toolchain.adapter.base import QuantBase
+from toolchain.adapter.settings import TrainSettings
+from toolchain.data import TextDataset
+from toolchain.errors import BadInputError
+from toolchain.evaluate import predict_logits
+from toolchain.finetune import finetune
+from toolchain.io import atomic_write_bytes, atomic_write_json, atomic_write_text, staged_dir
+from toolchain.models import load_model, quantizable_layers
+
+SETTINGS, DATA, FLOAT_DIR, LOGITS, BASE, ADAPTER = (
+    "settings.json",
+    "data.json",
+    "float",
+    "float_logits.safetensors",
+    "base.safetensors",
+    "adapter.safetensors",
+)
+TIMINGS = "timings.json"
+
+
+def dataset_json(ds: TextDataset) -> str:
+    return json.dumps(
+        {
+            "texts": ds.texts,
+            "labels": ds.labels,
+            "ids": ds.ids,
+            "label_names": ds.label_names,
+            "source": ds.source,
+        },
+        ensure_ascii=False,
+    )
+
+
+def read_dataset(path: Path) -> TextDataset:
+    d = json.loads(Path(path).read_text(encoding="utf-8"))
+    return TextDataset(d["texts"], d["labels"], d["ids"], d["label_names"], d["source"])
+
+
+class Timer:
+    """Wall and CPU seconds of a stage. CPU time (all threads of this process) is what the stage would
+    take alone on an idle machine with one thread; wall time includes waiting for a shared CPU."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def record(self, run_dir: Path, stage: str) -> None:
+        path = run_dir / TIMINGS
+        times = json.loads(path.read_text()) if path.is_file() else {}
+        now = {
+            "wall_s": round(time.perf_counter() - self.wall, 2),
+            "cpu_s": round(time.process_time() - self.cpu, 2),
+            "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        }
+        atomic_write_json(path, times | {stage: now})
+
+
+def start_run(run_dir: Path, ds: TextDataset, settings: TrainSettings) -> None:
+    """Record settings and data; refuse a directory that holds a run of other settings or data."""
+    for name, text in ((SETTINGS, settings.model_dump_json(indent=2)), (DATA, dataset_json(ds))):
+        path = run_dir / name
+        if path.is_file() and path.read_text(encoding="utf-8") != text:
+            raise BadInputError(
+                f"{path}: {run_dir} holds a run with other {name.split('.')[0]}; "
+                "use a new run directory (or delete this one)"
+            )
+        if not path.is_file():
+            atomic_write_text(path, text)
+
+
+def float_stage(
+    run_dir: Path, model_dir: Path, ds: TextDataset, train: TextDataset, s: TrainSettings, progress: bool
+) -> None:
+    """Fine-tune in float and save model + tokenizer to float/ (skipped when float/ exists)."""
+    if (run_dir / FLOAT_DIR).is_dir():
+        return
+    timer = Timer()
+    torch.manual_seed(s.seed)  # the fresh head's init
+    model, tok = load_model(model_dir, ds.label_names)
+    bar = tqdm(total=s.float_steps, desc="float fine-tune", disable=not progress, dynamic_ncols=True)
+
+    def on_step(step: int, loss: float) -> None:
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    finetune(
+        model,
+        tok,
+        train,
+        steps=s.float_steps,
+        batch_size=s.batch_size,
+        lr=s.float_lr,
+        head_lr=s.head_lr,
+        max_length=s.effective_train_length,
+        seed=s.seed,
+        mode=s.float_mode,
+        on_step=on_step,
+    )
+    bar.close()
+    with staged_dir(run_dir / FLOAT_DIR) as stage:
+        model.save_pretrained(stage)
+        tok.save_pretrained(stage)
+    timer.record(run_dir, "float_finetune")
+
+
+def logits_stage(run_dir: Path, model, tok, splits, s: TrainSettings) -> None:
+    """Teacher logits on train (training length) and float logits on val/test (evaluation length)."""
+    if (run_dir / LOGITS).is_file():
+        return
+    timer = Timer()
+    out = {
+        "train": predict_logits(model, tok, splits.train.texts, s.effective_train_length),
+        "val": predict_logits(model, tok, splits.val.texts, s.max_length),
+        "test": predict_logits(model, tok, splits.test.texts, s.max_length),
+    }
+    atomic_write_bytes(run_dir / LOGITS, save({k: v.contiguous() for k, v in out.items()}))
+    timer.record(run_dir, "float_logits")
+
+
+def base_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
+    """MSE-clipped integers of every (layer, bits, grid) of the float fine-tuned model."""
+    if (run_dir / BASE).is_file():
+        return
+    timer = Timer()
+    bar = tqdm(
+        total=len(s.bits) * len(s.grids), desc="quantized base", disable=not progress, dynamic_ncols=True
+    )
+    base = QuantBase.build(model, quantizable_layers(model), s.bits, s.grids, on_entry=lambda: bar.update(1))
+    bar.close()
+    base.save(run_dir / BASE)
+    timer.record(run_dir, "quantized_base")
+
+
+def load_float(run_dir: Path, label_names: list[str]):
+    return load_model(run_dir / FLOAT_DIR, label_names)
+
+
+def load_logits(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / LOGITS))

@@ -1,0 +1,186 @@
+"""The adapter training loop: each step samples a rank (DyLoRA) and a few configurations (one micro-batch
+each, gradients accumulated), and minimises CE + KL to the float teacher through the merged-integer forward.
+
+Everything random in a step is a function of (seed, step): the batch (`batch_indices`), the rank and the
+configurations (a `random.Random` seeded by the step). A checkpoint therefore only needs the trainable
+tensors, the optimizer moments and the config source's state for a resumed run to continue exactly as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from toolchain.adapter.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from toolchain.adapter.configs import ConfigSource
+from toolchain.adapter.distributed import Parallel
+from toolchain.adapter.model import CoAModel
+from toolchain.adapter.settings import TrainSettings
+from toolchain.bitconfig import BitConfig
+from toolchain.data import TextDataset
+from toolchain.errors import BadInputError
+from toolchain.evaluate import encode
+from toolchain.finetune import batch_indices
+
+VAL_BATCH = 32  # documents in the fixed validation batch `refine` scores configurations on
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Training documents, the float teacher's logits on them, and the fixed validation batch."""
+
+    train: TextDataset
+    teacher: torch.Tensor  # (N_train, C) float32
+    val: TextDataset
+    tokenizer: object
+    max_length: int
+
+    def inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return encode(self.tokenizer, texts, self.max_length)
+
+
+def step_plan(settings: TrainSettings, source: ConfigSource, step: int) -> tuple[int, list[BitConfig]]:
+    """(rank, configurations) of `step`: DyLoRA samples the rank uniformly in 1..r."""
+    rng = random.Random(f"adapter/{settings.seed}/{step}")
+    rank = rng.randint(1, settings.rank)
+    return rank, source.sample(rng, settings.configs_per_step)
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """Linear warm-up over the first 10 % of steps, then cosine decay to 10 %."""
+    warm = max(1, steps // 10)
+    if step < warm:
+        return (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def distill_loss(
+    logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """(1 - w) * CE(labels) + w * KL(teacher || student), both per-document means."""
+    ce = nn.functional.cross_entropy(logits, labels)
+    if weight == 0:
+        return ce
+    kl = nn.functional.kl_div(
+        logits.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean"
+    )
+    return (1 - weight) * ce + weight * kl
+
+
+def train_step(
+    model: CoAModel,
+    data: TrainData,
+    settings: TrainSettings,
+    source: ConfigSource,
+    step: int,
+    par: Parallel | None = None,
+    net: torch.nn.Module | None = None,
+) -> float:
+    """Forward and backward of every configuration of `step` on its own micro-batch; returns the mean loss.
+
+    Under several processes (`par`), each takes its share of every micro-batch and `net` (the DDP wrapper
+    of `model`) averages gradients.
+    """
+    par = par or Parallel()
+    net = model if net is None else net
+    rank, configs = step_plan(settings, source, step)
+    idx = batch_indices(len(data.train), settings.batch_size, settings.seed, step)
+    chunks = [par.shard(idx[i :: len(configs)]) for i in range(len(configs))]
+    labels = torch.as_tensor(data.train.labels)
+    total = 0.0
+    for config, chunk in zip(configs, chunks):
+        model.set_config(config, rank)
+        logits = net(**data.inputs([data.train.texts[i] for i in chunk]))
+        dev = logits.device
+        loss = distill_loss(
+            logits, labels[chunk].to(dev), data.teacher[chunk].to(dev), settings.distill_weight
+        )
+        par.backward(loss * len(chunk) * par.num / len(idx))
+        total += loss.item() * len(chunk) * par.num / len(idx)
+    return total
+
+
+def validation_scorer(model: CoAModel, data: TrainData) -> Callable[[BitConfig], float]:
+    """score(config): CE of `config` at full rank on the first VAL_BATCH validation documents."""
+    texts, labels = data.val.texts[:VAL_BATCH], torch.as_tensor(data.val.labels[:VAL_BATCH])
+    inputs = data.inputs(texts)
+
+    @torch.no_grad()
+    def score(config: BitConfig) -> float:
+        model.set_config(config)
+        logits = model(**inputs)
+        return nn.functional.cross_entropy(logits, labels.to(logits.device)).item()
+
+    return score
+
+
+def _resume(
+    model: CoAModel, opt: torch.optim.Optimizer, source: ConfigSource, run_dir: Path, digest: str
+) -> int:
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        return 0
+    ckpt = load_checkpoint(path, digest)
+    model.load_trainable_state(ckpt.params, str(path))
+    opt.load_state_dict(ckpt.optimizer)
+    if ckpt.source_state is not None and hasattr(source, "load_state_dict"):
+        source.load_state_dict(ckpt.source_state)
+    return ckpt.step
+
+
+def _checkpoint(
+    model: CoAModel, opt: torch.optim.Optimizer, source: ConfigSource, run_dir: Path, step: int, digest: str
+) -> None:
+    state = source.state_dict() if hasattr(source, "state_dict") else None
+    save_checkpoint(run_dir, Checkpoint(step, model.trainable_state(), opt.state_dict(), state), digest)
+
+
+def train_adapter(
+    model: CoAModel,
+    data: TrainData,
+    settings: TrainSettings,
+    source: ConfigSource,
+    run_dir: Path,
+    progress: bool = True,
+    par: Parallel | None = None,
+) -> None:
+    """Train `model` in place for settings.steps, resuming from the last checkpoint in `run_dir`.
+
+    Under `accelerate launch` (`par` with several processes) only the main process writes checkpoints.
+    """
+    par = par or Parallel()
+    if settings.batch_size // settings.configs_per_step < par.num:
+        raise BadInputError(
+            f"batch_size {settings.batch_size} / configs_per_step {settings.configs_per_step} leaves fewer "
+            f"documents per micro-batch than the {par.num} processes"
+        )
+    net = par.wrap(model)  # once: DDP broadcasts the parameters and hooks their gradients
+    opt = torch.optim.Adam(model.param_groups(settings))
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    start = _resume(model, opt, source, run_dir, settings.digest())
+    quiet = not (progress and par.is_main)
+    bar = tqdm(total=settings.steps, initial=start, desc="adapter", disable=quiet, dynamic_ncols=True)
+    score = validation_scorer(model, data)
+    for step in range(start, settings.steps):
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * lr_factor(step, settings.steps)
+        opt.zero_grad(set_to_none=True)
+        loss = train_step(model, data, settings, source, step, par, net)
+        opt.step()
+        done = step + 1
+        if done % settings.refine_every == 0 and done < settings.steps:
+            source.refine(done, score)
+        if (done % settings.checkpoint_every == 0 or done == settings.steps) and par.is_main:
+            _checkpoint(model, opt, source, run_dir, done, settings.digest())
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+    bar.close()
