@@ -27,7 +27,7 @@ STEPS = "40"
 def model_path(tmp_path_factory) -> Path:
     """Hidden 128: with 32-wide layers a per-channel fp32 scale alone costs 1 bit per weight, which no
     2.5-bit profile could afford."""
-    return tiny_model_dir(tmp_path_factory.mktemp("model"), hidden=128)
+    return tiny_model_dir(tmp_path_factory.mktemp("model"), hidden=128, max_positions=128)
 
 
 @pytest.fixture(scope="module")

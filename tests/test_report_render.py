@@ -24,7 +24,7 @@ def _assets():
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_reports_render_without_console_errors(tmp_path, profiles_dir):
-    model = tiny_model_dir(tmp_path / "model", hidden=128)
+    model = tiny_model_dir(tmp_path / "model", hidden=128, max_positions=128)
     data = write_tiny_corpus(tmp_path / "data")
     out = tmp_path / "dist"
     main(["build", "--profiles", str(profiles_dir / "rpi5.yaml"), "--model", str(model), "--data", str(data),

@@ -42,7 +42,7 @@ def write_tiny_corpus(path: Path, n_per_class: int = 40, seed: int = 0) -> Path:
     return Path(path)
 
 
-def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0, max_positions: int = 64) -> Path:
     """Save a seeded, randomly initialised BERT encoder and its WordPiece tokenizer to `path`."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -59,7 +59,7 @@ def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0)
         num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=2 * hidden,
-        max_position_embeddings=128,
+        max_position_embeddings=max_positions,
     )
     BertModel(config).save_pretrained(path)
     return path
