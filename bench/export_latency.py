@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 
 import torch
-from toolchain.exporters import export_model
-from toolchain.validators.latency import measure_latency
-from toolchain.validators.validate import environment
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.data import load_dataset, split
+from toolchain.exporters import export_model
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path, load_model, quantizable_layers
 from toolchain.profiles import default_profiles_dir, load_profile
 from toolchain.quant.model import Rounding, quantize_model
+from toolchain.validators.latency import measure_latency
+from toolchain.validators.validate import environment
 
 RESULTS = Path(__file__).resolve().parent / "results" / "export_latency.json"
 

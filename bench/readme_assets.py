@@ -18,9 +18,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--enable-logging=stderr",
+    "--v=0",
 ]
 
 
@@ -35,9 +43,17 @@ def screenshot(html: Path, png: Path, size: str = "1200,1700") -> list[str]:
     """Render `html` headless to `png`; returns the page's console error lines (should be none)."""
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
-             f"--screenshot={png}", html.resolve().as_uri()],
-            capture_output=True, text=True, timeout=120,
+            [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={size}",
+                f"--screenshot={png}",
+                html.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     if not png.is_file():
         raise SystemExit(f"chromium wrote no screenshot: {proc.stderr[-2000:]}")
@@ -64,8 +80,10 @@ def results_table(dist: Path) -> str:
     build = json.loads((dist / "build.json").read_text()) if (dist / "build.json").is_file() else {}
     if build:
         rows.append("")
-        rows.append(f"Build wall time: {build['wall_s'] / 60:.1f} min on {build['machine']} "
-                    f"(load average {build['load_average']:.1f} at the end).")
+        rows.append(
+            f"Build wall time: {build['wall_s'] / 60:.1f} min on {build['machine']} "
+            f"(load average {build['load_average']:.1f} at the end)."
+        )
     return "\n".join(rows)
 
 

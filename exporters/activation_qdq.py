@@ -21,9 +21,9 @@ import onnx
 from onnx import TensorProto, helper
 from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
 from onnxruntime.quantization.quant_utils import compute_scale_zp
-from toolchain.exporters.weight_sites import WeightSite
 
 from toolchain.errors import EdgeqError
+from toolchain.exporters.weight_sites import WeightSite
 from toolchain.quant.containers import Container
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
-from toolchain.exporters.qdq_weights import float_tensor, int_tensor
 from torch import nn
 
 from toolchain.errors import EdgeqError
+from toolchain.exporters.qdq_weights import float_tensor, int_tensor
 from toolchain.profiles import BLOCKED_MIN_OPSET
 from toolchain.quant.containers import Container
 from toolchain.quant.core import QuantizedWeight, Scheme, quantize_rtn

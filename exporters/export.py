@@ -13,6 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from torch import nn
+
+from toolchain.bitconfig import BitConfig
+from toolchain.errors import EdgeqError
+from toolchain.evaluate import DEFAULT_MAX_LENGTH
 from toolchain.exporters import activation_qdq as act
 from toolchain.exporters.embedding_qdq import quantize_word_embeddings, word_embedding_table
 from toolchain.exporters.float_graph import export_float_graph
@@ -21,11 +26,6 @@ from toolchain.exporters.profile_check import check_export_request
 from toolchain.exporters.qdq_weights import rewrite_weights
 from toolchain.exporters.save import check_model, files_bytes, needs_external_data, save_onnx
 from toolchain.exporters.weight_sites import WeightSite, lift_constants, locate_weights
-from torch import nn
-
-from toolchain.bitconfig import BitConfig
-from toolchain.errors import EdgeqError
-from toolchain.evaluate import DEFAULT_MAX_LENGTH
 from toolchain.profiles import ActivationQuant, DeviceProfile, EmbeddingQuant
 from toolchain.quant.containers import Container
 from toolchain.quant.core import QuantizedWeight

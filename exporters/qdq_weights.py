@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
-from toolchain.exporters.weight_sites import WeightSite
 
 from toolchain.bitconfig import LayerBits
 from toolchain.errors import EdgeqError
+from toolchain.exporters.weight_sites import WeightSite
 from toolchain.quant.containers import Container, pack
 from toolchain.quant.core import QuantizedWeight
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
+
 from toolchain.exporters.activation_qdq import ActivationQParams
 from toolchain.exporters.embedding_qdq import quantize_embedding_table
-from torch import nn
 
 
 def fake_quantize(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:

@@ -35,8 +35,21 @@ def built(tmp_path_factory, model_path, profiles_dir) -> tuple[Path, Path, int]:
     root = tmp_path_factory.mktemp("build")
     data = write_tiny_corpus(root / "data")
     out = root / "dist"
-    code = main(["build", "--profiles", str(profiles_dir), "--model", str(model_path),
-                 "--data", str(data), "--out", str(out), "--steps", STEPS])
+    code = main(
+        [
+            "build",
+            "--profiles",
+            str(profiles_dir),
+            "--model",
+            str(model_path),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--steps",
+            STEPS,
+        ]
+    )
     return out, data, code
 
 
@@ -96,8 +109,21 @@ def test_rebuild_reuses_the_cached_run_and_gives_identical_models(built, model_p
     out, data, _ = built
     before = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
     runs = list((out / ".edgeq").glob("run-*/"))
-    main(["build", "--profiles", str(profiles_dir), "--model", str(model_path),
-          "--data", str(data), "--out", str(out), "--steps", STEPS])
+    main(
+        [
+            "build",
+            "--profiles",
+            str(profiles_dir),
+            "--model",
+            str(model_path),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--steps",
+            STEPS,
+        ]
+    )
     assert list((out / ".edgeq").glob("run-*/")) == runs  # no second training run
     after = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
     assert after == before

@@ -11,13 +11,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
+from toolchain.bitconfig import BitConfig, config_from_bits
+from toolchain.evaluate import encode, predict_logits
 from toolchain.exporters import export_model, twin_of
 from toolchain.exporters import save as save_module
 from toolchain.exporters.activation_qdq import Calibration
 from toolchain.exporters.metadata import read_metadata
-
-from toolchain.bitconfig import BitConfig, config_from_bits
-from toolchain.evaluate import encode, predict_logits
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import ActivationQuant, EmbeddingQuant, default_profiles_dir, load_profile
 from toolchain.quant.model import quantize_model, quantized_weights_of

@@ -8,6 +8,8 @@ import onnxruntime as ort
 import onnxslim
 import pytest
 import torch
+
+from toolchain.evaluate import encode, predict_logits
 from toolchain.exporters.float_graph import (
     EXPORT_MAX_OPSET,
     _torch_export,
@@ -15,8 +17,6 @@ from toolchain.exporters.float_graph import (
     export_float_graph,
     model_input_names,
 )
-
-from toolchain.evaluate import encode, predict_logits
 from toolchain.models import load_model
 from toolchain.profiles import OP_SETS, OpSet
 from toolchain.testing import tiny_corpus, tiny_model_dir

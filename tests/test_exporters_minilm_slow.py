@@ -13,16 +13,16 @@ from __future__ import annotations
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from toolchain.exporters import export_model, twin_of
-from toolchain.validators import validate
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.data import load_dataset, split
 from toolchain.evaluate import encode, metrics, predict_logits
+from toolchain.exporters import export_model, twin_of
 from toolchain.models import default_model_path, load_model, quantizable_layers
 from toolchain.profiles import default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import Rounding, quantize_model
+from toolchain.validators import validate
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from toolchain.exporters import export_model
-from toolchain.exporters.profile_check import export_problems
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.errors import BadInputError
+from toolchain.exporters import export_model
+from toolchain.exporters.profile_check import export_problems
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import default_profiles_dir, load_profile
 from toolchain.quant.containers import Container

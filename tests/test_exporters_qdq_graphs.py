@@ -11,8 +11,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
-from toolchain.exporters.qdq_weights import dq_arrays, dq_node_and_tensors
 
+from toolchain.exporters.qdq_weights import dq_arrays, dq_node_and_tensors
 from toolchain.quant.containers import Container
 from toolchain.quant.core import QuantizedWeight, Scheme, dequantize
 

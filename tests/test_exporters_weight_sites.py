@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from toolchain.exporters.weight_sites import lift_constants, locate_weights
 
 from toolchain.errors import EdgeqError
+from toolchain.exporters.weight_sites import lift_constants, locate_weights
 
 RNG = np.random.default_rng(0)
 W_Q = RNG.standard_normal((4, 3)).astype(np.float32)  # (out, in) of layer "enc.q"

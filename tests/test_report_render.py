@@ -27,8 +27,21 @@ def test_reports_render_without_console_errors(tmp_path, profiles_dir):
     model = tiny_model_dir(tmp_path / "model", hidden=128, max_positions=128)
     data = write_tiny_corpus(tmp_path / "data")
     out = tmp_path / "dist"
-    main(["build", "--profiles", str(profiles_dir / "rpi5.yaml"), "--model", str(model), "--data", str(data),
-          "--out", str(out), "--steps", "20"])
+    main(
+        [
+            "build",
+            "--profiles",
+            str(profiles_dir / "rpi5.yaml"),
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--steps",
+            "20",
+        ]
+    )
     assets = _assets()
     for page in (out / "rpi5" / "report.html", out / "index.html"):
         png = tmp_path / f"{page.parent.name}.png"

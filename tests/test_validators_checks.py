@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
+
+from toolchain.bitconfig import BitConfig, LayerBits
 from toolchain.exporters.metadata import ExportMetadata
+from toolchain.profiles import default_profiles_dir, load_profile
+from toolchain.quant.containers import Container
 from toolchain.validators.accuracy import accuracy, check_accuracy
 from toolchain.validators.fidelity import check_fidelity, compare
 from toolchain.validators.ops import check_ops
 from toolchain.validators.result import CheckError, CheckSkipped, ValidationReport
 from toolchain.validators.size import check_size, tensor_nbytes
-
-from toolchain.bitconfig import BitConfig, LayerBits
-from toolchain.profiles import default_profiles_dir, load_profile
-from toolchain.quant.containers import Container
 
 
 def _profile(name):

@@ -8,18 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from toolchain.exporters import export_model, twin_of
-from toolchain.validators import cross_check as cross_check_module
-from toolchain.validators import validate
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.errors import ValidationFailedError
 from toolchain.evaluate import metrics, predict_logits
+from toolchain.exporters import export_model, twin_of
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import quantize_model
 from toolchain.testing import tiny_corpus, tiny_model_dir
+from toolchain.validators import cross_check as cross_check_module
+from toolchain.validators import validate
 
 CORPUS = tiny_corpus()
 TEXTS, LABELS = CORPUS.texts[1::4], CORPUS.labels[1::4]

@@ -129,5 +129,10 @@ class BuildCommand(Command):
 
 
 STAGE_COMMANDS: list[Command] = [
-    TrainCommand(), QuantizeCommand(), SearchCommand(), ExportCommand(), ValidateCommand(), BuildCommand()
+    TrainCommand(),
+    QuantizeCommand(),
+    SearchCommand(),
+    ExportCommand(),
+    ValidateCommand(),
+    BuildCommand(),
 ]

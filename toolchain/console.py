@@ -43,7 +43,19 @@ def print_profiles(profiles: list[DeviceProfile]) -> None:
 def print_results(results) -> None:
     """One row per device: bits, size, accuracy vs float, fidelity, latency, pass/fail."""
     t = Table(title="edgeq build")
-    for col in ("device", "bits/w", "container MB", "file MB", "acc %", "float %", "max |Δ|", "agree %", "ms b1", "ms b8", "result"):
+    for col in (
+        "device",
+        "bits/w",
+        "container MB",
+        "file MB",
+        "acc %",
+        "float %",
+        "max |Δ|",
+        "agree %",
+        "ms b1",
+        "ms b8",
+        "result",
+    ):
         t.add_column(col, justify="left" if col in ("device", "result") else "right")
     for r in results:
         m = r.manifest

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import version_converter
 from onnx.reference import ReferenceEvaluator
+
 from toolchain.validators import runner
 from toolchain.validators.result import CheckSkipped, result_dict
 

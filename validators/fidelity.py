@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from toolchain.validators.result import result_dict
 
 DEFAULT_TOLERANCE = 1e-4

@@ -15,9 +15,9 @@ from typing import Any
 
 import onnx
 from onnx import TensorProto, helper
-from toolchain.validators.result import result_dict
 
 from toolchain.profiles import ActivationQuant, DeviceProfile, EmbeddingQuant
+from toolchain.validators.result import result_dict
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 MAX_LISTED = 20  # violations listed one by one; the rest are counted

@@ -15,10 +15,10 @@ from typing import Any
 
 import onnx
 from onnx import TensorProto
-from toolchain.exporters.metadata import ExportMetadata
-from toolchain.validators.result import result_dict
 
+from toolchain.exporters.metadata import ExportMetadata
 from toolchain.profiles import DeviceProfile
+from toolchain.validators.result import result_dict
 
 MB = 1_000_000
 

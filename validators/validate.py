@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from toolchain.evaluate import DEFAULT_MAX_LENGTH
 from toolchain.exporters.metadata import read_metadata
+from toolchain.profiles import DeviceProfile
 from toolchain.validators import runner
 from toolchain.validators.accuracy import check_accuracy
 from toolchain.validators.cross_check import DEFAULT_SAMPLES, cross_check
@@ -28,9 +31,6 @@ from toolchain.validators.ops import check_ops
 from toolchain.validators.result import CheckError, CheckSkipped, ValidationReport, result_dict
 from toolchain.validators.size import check_size
 from toolchain.validators.weights_view import strip_activation_qdq
-
-from toolchain.evaluate import DEFAULT_MAX_LENGTH
-from toolchain.profiles import DeviceProfile
 
 REPORT_NAME = "validation.json"
 

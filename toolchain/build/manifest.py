@@ -70,6 +70,4 @@ def load_manifest(package: Path) -> Manifest:
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read the package manifest: {exc.strerror or exc}") from exc
     except ValidationError as exc:
-        raise BadInputError(
-            f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:20]
-        ) from exc
+        raise BadInputError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:20]) from exc

@@ -46,7 +46,9 @@ def verify_package(root: Path) -> Manifest:
         if rel not in actual:
             problems.append(f"{root / rel}: listed in the manifest but missing")
         elif actual[rel] != digest:
-            problems.append(f"{root / rel}: sha256 {actual[rel][:12]}... != manifest {digest[:12]}... (changed or truncated)")
+            problems.append(
+                f"{root / rel}: sha256 {actual[rel][:12]}... != manifest {digest[:12]}... (changed or truncated)"
+            )
     problems += [f"{root / rel}: not listed in the manifest" for rel in actual if rel not in manifest.files]
     if problems:
         raise IntegrityError(problems)

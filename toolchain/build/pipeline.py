@@ -89,8 +89,13 @@ def run_dir_for(inputs: Inputs, s: BuildSettings, state: Path) -> Path:
 
 def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildResult]:
     run = train_run(
-        inputs.model_dir, s.data, run_dir_for(inputs, s, state), steps=s.steps, seed=s.seed,
-        profiles=inputs.profiles, progress=s.progress,
+        inputs.model_dir,
+        s.data,
+        run_dir_for(inputs, s, state),
+        steps=s.steps,
+        seed=s.seed,
+        profiles=inputs.profiles,
+        progress=s.progress,
     )
     result = search_run(run, inputs.profiles, seed=s.seed, progress=s.progress)
     write_search(result, inputs.profiles, Path(s.out) / "search.json")
@@ -100,9 +105,7 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
         front_svg=(Path(s.out) / "search.svg").read_text(encoding="utf-8"),
     )
     variant = {"weights": "merged integers (CoA-LoRA)", "rank": run.settings.rank}
-    results = [
-        package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)) for p in inputs.profiles
-    ]
+    results = [package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)) for p in inputs.profiles]
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
     atomic_write_json(Path(s.out) / "summary.json", {"devices": summary})

@@ -19,7 +19,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;ma
 h1{margin-bottom:.2rem} .sub{color:#5b6570;margin-top:0}
 .badge{display:inline-block;padding:.15rem .6rem;border-radius:1rem;font-weight:600;color:#fff}
 .passed{background:#1a7f37} .failed{background:#cf222e}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem} td,th{border-bottom:1px solid #d0d7de;padding:.3rem .8rem;text-align:left}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}
+td,th{border-bottom:1px solid #d0d7de;padding:.3rem .8rem;text-align:left}
 th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem} figure{margin:0} svg{max-width:100%;height:auto}
 ul.fail{color:#cf222e}
@@ -48,7 +49,7 @@ def bitmap_svg(config: BitConfig) -> str:
     cells: dict[tuple[str, int], int] = {}
     for name, lb in config.layers.items():
         m = _LAYER_INDEX.search(name + ".")
-        block, kind = (int(m.group(1)), name[m.end():]) if m else (0, name)
+        block, kind = (int(m.group(1)), name[m.end() :]) if m else (0, name)
         cells[(kind, block)] = lb.bits
     kinds = list(dict.fromkeys(k for k, _ in cells))
     blocks = sorted({b for _, b in cells})
@@ -81,9 +82,11 @@ def size_svg(breakdown: dict[str, int]) -> str:
 def _table(rows: Iterable[tuple], header: tuple[str, ...]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(
+        "<tr>"
+        + "".join(
             f"<td class='num'>{c:.4g}</td>" if isinstance(c, float) else f"<td>{html.escape(str(c))}</td>" for c in r
-        ) + "</tr>"
+        )
+        + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -159,7 +162,8 @@ def index_report(manifests: list[Manifest], front_svg: str | None) -> str:
         for m in manifests
     ]
     links = " · ".join(
-        f"<a href='{html.escape(m.profile['name'])}/report.html'>{html.escape(m.profile['name'])}</a>" for m in manifests
+        f"<a href='{html.escape(m.profile['name'])}/report.html'>{html.escape(m.profile['name'])}</a>"
+        for m in manifests
     )
     body = (
         "<h1>edgeq build</h1><p class='sub'>one fine-tuning run, one verified package per device</p>"

@@ -32,7 +32,9 @@ def revalidate(package: Path, data: str | None = None, *, latency: bool = True):
     if missing:
         raise BadInputError(f"{data or manifest.data_source}: test id {missing[0]!r} of {package} is not in the data")
     if dataset.label_names != manifest.label_names:
-        raise BadInputError(f"{data or manifest.data_source}: labels {dataset.label_names} != package's {manifest.label_names}")
+        raise BadInputError(
+            f"{data or manifest.data_source}: labels {dataset.label_names} != package's {manifest.label_names}"
+        )
     test = dataset.subset([by_id[i] for i in manifest.test_ids])
     with tempfile.TemporaryDirectory() as tmp:
         return validate(

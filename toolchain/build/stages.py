@@ -74,7 +74,9 @@ def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str],
         config = config_from_bits(run.specs, b, block_size=block_size)
         for r in roundings:
             qmodel = quantize_model(float_model, config, Rounding(r))
-            m = metrics(predict_logits(qmodel, run.tokenizer, test.texts, run.settings.max_length), test.labels, reference)
+            m = metrics(
+                predict_logits(qmodel, run.tokenizer, test.texts, run.settings.max_length), test.labels, reference
+            )
             rows.append({"bits": b, "rounding": r, **m.to_dict()})
             print(f"{b} bits {r:>3}: accuracy {m.accuracy:6.2f} %  agreement {m.agreement:6.2f} %  KL {m.kl:.4f}")
     return rows

@@ -61,7 +61,9 @@ def check_config_matches(model: nn.Module, config: BitConfig) -> list[LayerSpec]
     """The config must name exactly the model's quantizable layers, with their shapes."""
     specs = quantizable_layers(model)
     by_name = {s.name: s for s in specs}
-    problems = [f"bit config: layer {n!r} is not a quantizable Linear of this model" for n in config.layers if n not in by_name]
+    problems = [
+        f"bit config: layer {n!r} is not a quantizable Linear of this model" for n in config.layers if n not in by_name
+    ]
     problems += [f"bit config: layer {n!r} is missing" for n in by_name if n not in config.layers]
     for n, lb in config.layers.items():
         s = by_name.get(n)
