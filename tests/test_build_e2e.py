@@ -23,6 +23,22 @@ from toolchain.testing import tiny_model_dir, write_tiny_corpus
 STEPS = "40"
 
 
+def _build_args(profiles: Path, model: Path, data: Path, out: Path) -> list[str]:
+    return [
+        "build",
+        "--profiles",
+        str(profiles),
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--steps",
+        STEPS,
+    ]
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     """Hidden 128: with 32-wide layers a per-channel fp32 scale alone costs 1 bit per weight, which no
@@ -35,21 +51,7 @@ def built(tmp_path_factory, model_path, profiles_dir) -> tuple[Path, Path, int]:
     root = tmp_path_factory.mktemp("build")
     data = write_tiny_corpus(root / "data")
     out = root / "dist"
-    code = main(
-        [
-            "build",
-            "--profiles",
-            str(profiles_dir),
-            "--model",
-            str(model_path),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--steps",
-            STEPS,
-        ]
-    )
+    code = main(_build_args(profiles_dir, model_path, data, out))
     return out, data, code
 
 
@@ -109,21 +111,7 @@ def test_rebuild_reuses_the_cached_run_and_gives_identical_models(built, model_p
     out, data, _ = built
     before = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
     runs = list((out / ".edgeq").glob("run-*/"))
-    main(
-        [
-            "build",
-            "--profiles",
-            str(profiles_dir),
-            "--model",
-            str(model_path),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--steps",
-            STEPS,
-        ]
-    )
+    main(_build_args(profiles_dir, model_path, data, out))
     assert list((out / ".edgeq").glob("run-*/")) == runs  # no second training run
     after = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
     assert after == before

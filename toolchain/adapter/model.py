@@ -19,27 +19,8 @@ from toolchain.bitconfig import BitConfig
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
 from toolchain.quant.core import QuantizedWeight
+from toolchain.quant.model import check_config_layers as check_config
 from toolchain.quant.model import get_module, set_module
-
-
-def check_config(specs: Sequence[LayerSpec], config: BitConfig) -> None:
-    """The configuration must name exactly the run's quantizable layers, with their shapes."""
-    names = {s.name for s in specs}
-    problems = [
-        f"bit config: layer {n!r} is not a quantizable layer of this run"
-        for n in config.layers
-        if n not in names
-    ]
-    problems += [f"bit config: layer {s.name!r} is missing" for s in specs if s.name not in config.layers]
-    for s in specs:
-        lb = config.layers.get(s.name)
-        if lb and (lb.out_features, lb.in_features) != (s.out_features, s.in_features):
-            problems.append(
-                f"bit config: layer {s.name!r} has shape ({lb.out_features}, {lb.in_features}), "
-                f"the model's is ({s.out_features}, {s.in_features})"
-            )
-    if problems:
-        raise BadInputError(problems)
 
 
 class CoAModel(nn.Module):

@@ -57,9 +57,8 @@ def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def check_config_matches(model: nn.Module, config: BitConfig) -> list[LayerSpec]:
-    """The config must name exactly the model's quantizable layers, with their shapes."""
-    specs = quantizable_layers(model)
+def check_config_layers(specs: list[LayerSpec], config: BitConfig) -> None:
+    """The config must name exactly these quantizable layers, with their shapes (BadInputError otherwise)."""
     by_name = {s.name: s for s in specs}
     problems = [
         f"bit config: layer {n!r} is not a quantizable Linear of this model" for n in config.layers if n not in by_name
@@ -74,6 +73,12 @@ def check_config_matches(model: nn.Module, config: BitConfig) -> list[LayerSpec]
             )
     if problems:
         raise BadInputError(problems)
+
+
+def check_config_matches(model: nn.Module, config: BitConfig) -> list[LayerSpec]:
+    """check_config_layers against `model`'s own quantizable layers; returns them."""
+    specs = quantizable_layers(model)
+    check_config_layers(specs, config)
     return specs
 
 
