@@ -55,12 +55,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "adapter_generalisation.
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--run", type=Path, default=None, help="a trained run directory (default: train one in --work)"
-    )
-    p.add_argument(
-        "--work", type=Path, default=None, help="where to train the default run if --run is not given"
-    )
+    p.add_argument("--run", type=Path, default=None, help="a trained run directory (default: train one in --work)")
+    p.add_argument("--work", type=Path, default=None, help="where to train the default run if --run is not given")
     p.add_argument("--naive-run", type=Path, default=None, help="a run trained with forward=branch")
     p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 3.0, 2.5, 2.25])
     p.add_argument("--n", type=int, default=5, help="held-out configurations per budget")
@@ -76,9 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def held_out(run: Run, budgets: list[float], n: int, seed: int) -> list[tuple[float, object]]:
     rng = random.Random(seed)
     return [
-        (b, random_config_at(run.specs, b, rng, bits=run.settings.bits, grid=Grid()))
-        for b in budgets
-        for _ in range(n)
+        (b, random_config_at(run.specs, b, rng, bits=run.settings.bits, grid=Grid())) for b in budgets for _ in range(n)
     ]
 
 
@@ -108,11 +102,7 @@ def config_row(run: Run, naive: Run | None, budget: float, config, split: str, r
 def rank_rows(run: Run, configs, ranks: list[int], split: str) -> list[dict]:
     uniform2 = make_config(run.specs, [2] * len(run.specs), [Grid()] * len(run.specs))
     picks = [("uniform 2-bit", uniform2)] + [(f"held-out {b} bits", c) for b, c in configs[-1:]]
-    return [
-        {"config": name, "rank": r, **r2(coa_metrics(run, c, split, rank=r))}
-        for name, c in picks
-        for r in ranks
-    ]
+    return [{"config": name, "rank": r, **r2(coa_metrics(run, c, split, rank=r))} for name, c in picks for r in ranks]
 
 
 def per_config_rows(run: Run, configs, k: int, split: str, work: Path, done: dict) -> dict:

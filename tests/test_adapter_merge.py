@@ -25,9 +25,7 @@ def test_merged_integers_round_clamp_and_pass_gradient_straight_through():
 
 
 def test_merged_integers_asymmetric_range():
-    q = merged_integers(
-        torch.tensor([[0.0, 3.0]]), torch.tensor([[-1.0, 1.0]]), bits=2, scheme=Scheme.ASYMMETRIC
-    )
+    q = merged_integers(torch.tensor([[0.0, 3.0]]), torch.tensor([[-1.0, 1.0]]), bits=2, scheme=Scheme.ASYMMETRIC)
     assert q.tolist() == [[0.0, 3.0]]
 
 
@@ -70,9 +68,7 @@ def test_low_rank_delta_uses_leading_components_only():
 def test_dequantize_float_matches_core_dequantize_bitwise():
     torch.manual_seed(1)
     qw = quantize_mse(torch.randn(8, 20), 3, Scheme.ASYMMETRIC, 8)
-    assert torch.equal(
-        dequantize_float(qw.q.float(), qw.scale, qw.zero_point, qw.block_size), qw.dequantize()
-    )
+    assert torch.equal(dequantize_float(qw.q.float(), qw.scale, qw.zero_point, qw.block_size), qw.dequantize())
 
 
 def test_merge_then_round_on_base_grid():

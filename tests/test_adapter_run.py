@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 from pathlib import Path
@@ -193,3 +194,14 @@ def test_run_loads_again_with_the_same_integers(run):
     a, b = run.generate(config), again.generate(config)
     assert all(torch.equal(a[n].q, b[n].q) for n in a)
     assert again.label_names == run.label_names and again.splits.test.ids == run.splits.test.ids
+
+
+def test_same_documents_under_another_source_name_reuse_the_run(run, tiny_model_path, tiny_data):
+    renamed = dataclasses.replace(tiny_data, source="elsewhere/tiny")
+    assert train(tiny_model_path, renamed, run.run_dir, SETTINGS, progress=False).run_dir == run.run_dir
+
+
+def test_run_directory_of_other_data_is_refused(run, tiny_model_path, tiny_data):
+    edited = dataclasses.replace(tiny_data, texts=["changed"] + tiny_data.texts[1:])
+    with pytest.raises(BadInputError, match="holds a run with other data"):
+        train(tiny_model_path, edited, run.run_dir, SETTINGS, progress=False)

@@ -87,9 +87,7 @@ def _optimizer(model: nn.Module, mode: FinetuneMode, lr: float, head_lr: float) 
     head = head_parameters(model)
     for p in head:
         p.requires_grad_(True)
-    body = (
-        add_lora(model) if mode is FinetuneMode.LORA else [p for p in model.parameters() if p.requires_grad]
-    )
+    body = add_lora(model) if mode is FinetuneMode.LORA else [p for p in model.parameters() if p.requires_grad]
     head_ids = {id(p) for p in head}
     body = [p for p in body if id(p) not in head_ids]
     return torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=0.0)

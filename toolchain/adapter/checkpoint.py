@@ -85,9 +85,7 @@ def load_checkpoint(path: Path, settings_digest: str) -> Checkpoint:
     except (OSError, json.JSONDecodeError) as exc:
         raise IntegrityError([f"{meta_path}: unreadable checkpoint record: {exc}"]) from exc
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise BadInputError(
-            f"{meta_path}: format {meta.get('format')!r}, this edgeq reads {CHECKPOINT_FORMAT}"
-        )
+        raise BadInputError(f"{meta_path}: format {meta.get('format')!r}, this edgeq reads {CHECKPOINT_FORMAT}")
     if meta.get("settings_digest") != settings_digest:
         raise BadInputError(
             f"{meta_path}: written under other TrainSettings ({meta.get('settings_digest')}, "
@@ -101,6 +99,4 @@ def load_checkpoint(path: Path, settings_digest: str) -> Checkpoint:
         raise IntegrityError([f"{state_path}: not a readable safetensors file: {exc}"]) from exc
     torch.set_rng_state(tensors["rng/torch"])
     params = {k.removeprefix("param/"): v for k, v in tensors.items() if k.startswith("param/")}
-    return Checkpoint(
-        meta["step"], params, _unflatten_optimizer(tensors, meta["param_groups"]), meta["source_state"]
-    )
+    return Checkpoint(meta["step"], params, _unflatten_optimizer(tensors, meta["param_groups"]), meta["source_state"])

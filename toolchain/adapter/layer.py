@@ -53,9 +53,7 @@ class CoALinear(nn.Module):
         self.alpha, self.units = settings.alpha, settings.units
         self.residual, self.mode = settings.residual, settings.forward
         self.register_buffer("w_float", linear.weight.detach().clone(), persistent=False)
-        self.register_buffer(
-            "bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False
-        )
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
         self.lora_a = nn.Parameter(torch.empty(settings.rank, spec.in_features))
         self.lora_b = nn.Parameter(torch.zeros(spec.out_features, settings.rank))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # PEFT's LoRA default; B = 0 so delta = 0
@@ -79,9 +77,7 @@ class CoALinear(nn.Module):
             prod = prod / per_weight(base.scale, self.spec.in_features, base.block_size)
         return base, scale, prod
 
-    def weight(
-        self, state: LayerState
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, QuantizedWeight]:
+    def weight(self, state: LayerState) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, QuantizedWeight]:
         """(forward weight, its integers as floats (None for the float branch), learned scale, base)."""
         base, scale, steps = self._parts(state)
         if self.mode is ForwardMode.BRANCH:

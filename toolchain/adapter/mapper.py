@@ -47,8 +47,7 @@ class Vocab:
             if lb.block_size not in self.block_sizes:
                 covered = ", ".join("per-channel" if b is None else str(b) for b in self.block_sizes)
                 raise BadInputError(
-                    f"layer {s.name!r}: block_size {lb.block_size} is not covered by this run "
-                    f"(covered: {covered})"
+                    f"layer {s.name!r}: block_size {lb.block_size} is not covered by this run (covered: {covered})"
                 )
             rows.append(
                 [

@@ -26,9 +26,7 @@ from toolchain.quant.model import get_module, set_module
 class CoAModel(nn.Module):
     """Configuration-aware model: frozen float network, trainable A/B/Q(c)/scales/head."""
 
-    def __init__(
-        self, float_model: nn.Module, specs: Sequence[LayerSpec], base: QuantBase, settings: TrainSettings
-    ):
+    def __init__(self, float_model: nn.Module, specs: Sequence[LayerSpec], base: QuantBase, settings: TrainSettings):
         super().__init__()
         self.net = copy.deepcopy(float_model).eval()
         for p in self.net.parameters():
@@ -81,9 +79,7 @@ class CoAModel(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Everything training changes: A, B, log-scales, mapper, head (what a checkpoint stores)."""
-        return {
-            n: p.detach().cpu().clone().contiguous() for n, p in self.named_parameters() if p.requires_grad
-        }
+        return {n: p.detach().cpu().clone().contiguous() for n, p in self.named_parameters() if p.requires_grad}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         own = dict(self.named_parameters())
@@ -91,8 +87,7 @@ class CoAModel(nn.Module):
         missing, extra = sorted(wanted - state.keys()), sorted(state.keys() - wanted)
         if missing or extra:
             raise BadInputError(
-                f"{source}: adapter tensors do not match the run "
-                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+                f"{source}: adapter tensors do not match the run (missing {missing[:3]}, unexpected {extra[:3]})"
             )
         with torch.no_grad():
             for n in wanted:

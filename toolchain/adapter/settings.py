@@ -61,9 +61,7 @@ class TrainSettings(BaseModel):
     version: Literal[1] = SETTINGS_VERSION
     seed: int = 0
     max_length: int = Field(default=128, ge=8, description="tokens at evaluation and deployment")
-    train_max_length: int | None = Field(
-        default=None, ge=8, description="tokens in training; None: max_length"
-    )
+    train_max_length: int | None = Field(default=None, ge=8, description="tokens in training; None: max_length")
     batch_size: int = Field(default=16, ge=1, description="documents per optimizer step")
     # float fine-tune (the reference and the teacher)
     float_steps: int = Field(default=100, ge=0)
@@ -79,9 +77,7 @@ class TrainSettings(BaseModel):
     units: DeltaUnits = DeltaUnits.STEP
     residual: bool = Field(default=True, description="round(W_f/s - W_int + delta): boundary-aware start")
     forward: ForwardMode = ForwardMode.MERGED
-    configs_per_step: int = Field(
-        default=2, ge=1, description="configurations per step, one micro-batch each"
-    )
+    configs_per_step: int = Field(default=2, ge=1, description="configurations per step, one micro-batch each")
     bits: list[int] = Field(default=[2, 3, 4, 5, 6, 7, 8], min_length=1)
     grids: list[Grid] = Field(default_factory=_default_grids, min_length=1)
     distill_weight: float = Field(default=0.5, ge=0, le=1, description="KL to the float teacher vs CE")
@@ -105,12 +101,7 @@ class TrainSettings(BaseModel):
     def covering(cls, profiles: Sequence[DeviceProfile], **overrides) -> TrainSettings:
         """Settings whose bits and grids cover every choice the profiles allow (one run serves them all)."""
         bits = sorted({b for p in profiles for b in p.weights.bits})
-        grids = [
-            Grid(scheme=sc, block_size=g)
-            for p in profiles
-            for sc in p.weights.schemes
-            for g in p.granularities()
-        ]
+        grids = [Grid(scheme=sc, block_size=g) for p in profiles for sc in p.weights.schemes for g in p.granularities()]
         unique = list({g.key: g for g in grids}.values())
         return cls(**({"bits": bits, "grids": unique} | overrides))
 

@@ -76,17 +76,27 @@ class Timer:
         atomic_write_json(path, times | {stage: now})
 
 
+def _same_data(path: Path, ds: TextDataset) -> bool:
+    """Same documents, labels, ids and class names; the `source` label (a path or a name) may differ."""
+    old = read_dataset(path)
+    return (old.texts, old.labels, old.ids, old.label_names) == (ds.texts, ds.labels, ds.ids, ds.label_names)
+
+
 def start_run(run_dir: Path, ds: TextDataset, settings: TrainSettings) -> None:
     """Record settings and data; refuse a directory that holds a run of other settings or data."""
-    for name, text in ((SETTINGS, settings.model_dump_json(indent=2)), (DATA, dataset_json(ds))):
-        path = run_dir / name
-        if path.is_file() and path.read_text(encoding="utf-8") != text:
-            raise BadInputError(
-                f"{path}: {run_dir} holds a run with other {name.split('.')[0]}; "
-                "use a new run directory (or delete this one)"
-            )
-        if not path.is_file():
-            atomic_write_text(path, text)
+    settings_path, data_path = run_dir / SETTINGS, run_dir / DATA
+    text = settings.model_dump_json(indent=2)
+    problems = []
+    if settings_path.is_file() and settings_path.read_text(encoding="utf-8") != text:
+        problems.append(f"{settings_path}: {run_dir} holds a run with other settings")
+    if data_path.is_file() and not _same_data(data_path, ds):
+        problems.append(f"{data_path}: {run_dir} holds a run with other data")
+    if problems:
+        raise BadInputError([f"{p}; use a new run directory (or delete this one)" for p in problems])
+    if not settings_path.is_file():
+        atomic_write_text(settings_path, text)
+    if not data_path.is_file():
+        atomic_write_text(data_path, dataset_json(ds))
 
 
 def float_stage(
@@ -143,9 +153,7 @@ def base_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
     if (run_dir / BASE).is_file():
         return
     timer = Timer()
-    bar = tqdm(
-        total=len(s.bits) * len(s.grids), desc="quantized base", disable=not progress, dynamic_ncols=True
-    )
+    bar = tqdm(total=len(s.bits) * len(s.grids), desc="quantized base", disable=not progress, dynamic_ncols=True)
     base = QuantBase.build(model, quantizable_layers(model), s.bits, s.grids, on_entry=lambda: bar.update(1))
     bar.close()
     base.save(run_dir / BASE)

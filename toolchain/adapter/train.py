@@ -63,16 +63,12 @@ def lr_factor(step: int, steps: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def distill_loss(
-    logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float
-) -> torch.Tensor:
+def distill_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float) -> torch.Tensor:
     """(1 - w) * CE(labels) + w * KL(teacher || student), both per-document means."""
     ce = nn.functional.cross_entropy(logits, labels)
     if weight == 0:
         return ce
-    kl = nn.functional.kl_div(
-        logits.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean"
-    )
+    kl = nn.functional.kl_div(logits.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean")
     return (1 - weight) * ce + weight * kl
 
 
@@ -101,9 +97,7 @@ def train_step(
         model.set_config(config, rank)
         logits = net(**data.inputs([data.train.texts[i] for i in chunk]))
         dev = logits.device
-        loss = distill_loss(
-            logits, labels[chunk].to(dev), data.teacher[chunk].to(dev), settings.distill_weight
-        )
+        loss = distill_loss(logits, labels[chunk].to(dev), data.teacher[chunk].to(dev), settings.distill_weight)
         par.backward(loss * len(chunk) * par.num / len(idx))
         total += loss.item() * len(chunk) * par.num / len(idx)
     return total
@@ -123,9 +117,7 @@ def validation_scorer(model: CoAModel, data: TrainData) -> Callable[[BitConfig],
     return score
 
 
-def _resume(
-    model: CoAModel, opt: torch.optim.Optimizer, source: ConfigSource, run_dir: Path, digest: str
-) -> int:
+def _resume(model: CoAModel, opt: torch.optim.Optimizer, source: ConfigSource, run_dir: Path, digest: str) -> int:
     path = latest_checkpoint(run_dir)
     if path is None:
         return 0
