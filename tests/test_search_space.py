@@ -57,6 +57,11 @@ def test_union_and_adopt(profiles_dir):
     assert union.bits == (2, 3, 4, 5, 6, 7, 8)
     assert union.schemes == (Scheme.SYMMETRIC, Scheme.ASYMMETRIC)
     assert union.block_sizes == (None, 32, 64, 128)
+    sym, asym = Scheme.SYMMETRIC, Scheme.ASYMMETRIC
+    # only pairs some profile allows: asymmetric comes with per-channel only (aggressive_2bit)
+    assert union.variants() == [Variant(sym, b) for b in (None, 32, 64, 128)] + [Variant(asym, None)]
+    assert union.adopt(union.build(4, Variant(asym, None))) is not None
+    assert union.adopt(union.build(4, Variant(asym, 32))) is None
     npu = next(s for s in spaces if s.name == "npu_int8")
     mixed = union.build([4, 5, 6, 7, 8, 4], Variant(Scheme.SYMMETRIC, None))
     adopted = npu.adopt(mixed)

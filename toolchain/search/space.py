@@ -101,6 +101,7 @@ class SearchSpace:
     schemes: tuple[Scheme, ...]
     block_sizes: tuple[int | None, ...]
     container_for: ContainerFor = field(default=smallest_container, compare=False, repr=False)
+    only: frozenset[Variant] | None = None  # variants allowed (None: every scheme x granularity pair)
 
     @classmethod
     def from_profile(cls, profile: DeviceProfile, specs: Sequence[LayerSpec]) -> SearchSpace:
@@ -115,7 +116,11 @@ class SearchSpace:
 
     @classmethod
     def union(cls, spaces: Sequence[SearchSpace], name: str = "union") -> SearchSpace:
-        """Every choice any of `spaces` allows, in the smallest container that holds it (training set)."""
+        """Every choice any of `spaces` allows, in the smallest container that holds it (training set).
+
+        Only the scheme x granularity pairs some space allows are kept: a profile of asymmetric per-channel
+        weights and one of symmetric blocks do not add asymmetric blocks.
+        """
         if not spaces:
             raise ValueError("union of no search spaces")
         blocks = {b for s in spaces for b in s.block_sizes}
@@ -125,6 +130,7 @@ class SearchSpace:
             tuple(sorted({b for s in spaces for b in s.bits})),
             tuple(x for x in Scheme if any(x in s.schemes for s in spaces)),  # enum order: symmetric first
             tuple(([None] if None in blocks else []) + sorted(b for b in blocks if b is not None)),
+            only=frozenset(v for s in spaces for v in s.variants()),
         )
 
     @property
@@ -134,7 +140,7 @@ class SearchSpace:
     def variants(self) -> list[Variant]:
         """Scheme x granularity pairs with at least one storable bit-width, in a fixed order."""
         out = [Variant(s, b) for s in self.schemes for b in self.block_sizes]
-        return [v for v in out if self.levels(v)]
+        return [v for v in out if self.levels(v) and (self.only is None or v in self.only)]
 
     def levels(self, variant: Variant) -> tuple[int, ...]:
         """Bit-widths (ascending) this space can store under `variant`'s scheme."""
