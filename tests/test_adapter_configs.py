@@ -7,13 +7,13 @@ import random
 import pytest
 
 from toolchain.adapter.configs import (
-    ConfigSource,
     FixedConfigSource,
-    SpreadConfigSource,
+    RandomConfigSource,
     make_config,
     random_config_at,
 )
 from toolchain.adapter.settings import Grid
+from toolchain.config_source import ConfigSource
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
 from toolchain.quant.core import Scheme
@@ -22,7 +22,7 @@ SPECS = [LayerSpec(f"layer.{i}.dense", 64, 64, i, "dense") for i in range(12)]
 
 
 def test_spread_source_is_seeded_and_spreads_over_budgets():
-    src = SpreadConfigSource(SPECS, bits=range(2, 9), grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
+    src = RandomConfigSource(SPECS, bits=range(2, 9), grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
     assert isinstance(src, ConfigSource)
     a = src.sample(random.Random(3), 40)
     b = src.sample(random.Random(3), 40)
@@ -34,7 +34,7 @@ def test_spread_source_is_seeded_and_spreads_over_budgets():
 
 
 def test_spread_source_respects_non_contiguous_bits():
-    src = SpreadConfigSource(SPECS, bits=[2, 4, 8])
+    src = RandomConfigSource(SPECS, bits=[2, 4, 8])
     got = {b for c in src.sample(random.Random(0), 30) for b in c.bits_vector()}
     assert got == {2, 4, 8}
 

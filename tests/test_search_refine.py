@@ -7,8 +7,9 @@ import random
 
 import pytest
 
+from toolchain.config_source import ConfigSource
 from toolchain.profiles import load_profiles
-from toolchain.search.refine import ConfigSource, ParetoConfigSource, SpreadConfigSource
+from toolchain.search.refine import ParetoConfigSource, SpreadConfigSource
 from toolchain.search.scoring import quant_key
 from toolchain.search.spread import cost_range
 from toolchain.search.toy import ToyProblem, bert_like_specs

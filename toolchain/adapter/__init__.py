@@ -7,14 +7,14 @@ IntLoRA-style integer merge trained straight-through (see DESIGN.md). Entry poin
 from __future__ import annotations
 
 from toolchain.adapter.configs import (
-    ConfigSource,
     FixedConfigSource,
-    SpreadConfigSource,
+    RandomConfigSource,
     make_config,
     random_config_at,
 )
 from toolchain.adapter.run import Run, train
 from toolchain.adapter.settings import DeltaUnits, ForwardMode, Grid, TrainSettings
+from toolchain.config_source import ConfigSource
 
 __all__ = [
     "ConfigSource",
@@ -23,7 +23,7 @@ __all__ = [
     "ForwardMode",
     "Grid",
     "Run",
-    "SpreadConfigSource",
+    "RandomConfigSource",
     "TrainSettings",
     "make_config",
     "random_config_at",

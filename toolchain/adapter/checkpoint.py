@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from toolchain.errors import BadInputError, IntegrityError
+from toolchain.integrity import file_problems
 from toolchain.io import atomic_write_json, sha256_file, staged_dir
 
 CHECKPOINT_FORMAT = 1
@@ -91,8 +92,9 @@ def load_checkpoint(path: Path, settings_digest: str) -> Checkpoint:
             f"{meta_path}: written under other TrainSettings ({meta.get('settings_digest')}, "
             f"now {settings_digest}); use a new run directory"
         )
-    if not state_path.is_file() or sha256_file(state_path) != meta.get("sha256"):
-        raise IntegrityError([f"{state_path}: sha256 does not match {meta_path} (truncated or edited)"])
+    bad = file_problems(path, {STATE: meta.get("sha256", "")}, meta_path)
+    if bad:
+        raise IntegrityError(bad)
     try:
         tensors = load_file(str(state_path))
     except SafetensorError as exc:

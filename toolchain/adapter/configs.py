@@ -1,7 +1,8 @@
 """Training configuration sets: where each training step draws its per-layer bit configurations from.
 
 The set is pluggable (`ConfigSource`) because CoA-LoRA's Pareto search (toolchain.search) grows it during
-training; `SpreadConfigSource` is the default, random configurations spread across average budgets.
+training; `RandomConfigSource` is the default without profiles: a stream of random configurations spread
+across average budgets.
 """
 
 from __future__ import annotations
@@ -9,27 +10,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
 
 from toolchain.adapter.settings import Grid
 from toolchain.bitconfig import BitConfig, LayerBits, smallest_container
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
-
-
-@runtime_checkable
-class ConfigSource(Protocol):
-    """Supplies the configurations a training step learns.
-
-    `refine` is called every `TrainSettings.refine_every` steps with `score(config)`: the validation loss
-    (lower is better) of that configuration under the current adapter, on a fixed validation batch.
-    A source with state may also define `state_dict() -> dict` (JSON-able) and `load_state_dict(dict)`;
-    checkpoints then save and restore it, so a resumed run draws what an uninterrupted one would.
-    """
-
-    def sample(self, rng: random.Random, k: int) -> list[BitConfig]: ...
-
-    def refine(self, step: int, score: Callable[[BitConfig], float]) -> None: ...
 
 
 def layer_bits(spec: LayerSpec, bits: int, grid: Grid) -> LayerBits:
@@ -53,7 +38,7 @@ def _nearest(allowed: Sequence[int], b: int) -> int:
     return min(allowed, key=lambda a: (abs(a - b), a))
 
 
-class SpreadConfigSource:
+class RandomConfigSource:
     """Random per-layer bit-widths around a per-configuration target average drawn from [min, max] bits.
 
     The target is min + (max - min) * u**skew (u uniform): skew > 1 puts more configurations at low
@@ -74,7 +59,7 @@ class SpreadConfigSource:
         mix: float = 0.2,
     ):
         if not bits or grids == []:
-            raise BadInputError("SpreadConfigSource: bits and grids must be non-empty")
+            raise BadInputError("RandomConfigSource: bits and grids must be non-empty")
         self.specs, self.bits, self.grids = list(specs), sorted(set(bits)), list(grids or [Grid()])
         self.skew, self.jitter, self.mix = skew, jitter, mix
 

@@ -18,15 +18,17 @@ from torch import nn
 
 from toolchain.adapter import stages
 from toolchain.adapter.base import QuantBase
-from toolchain.adapter.configs import ConfigSource, SpreadConfigSource
+from toolchain.adapter.configs import RandomConfigSource
 from toolchain.adapter.distributed import Parallel
 from toolchain.adapter.model import CoAModel, check_config
 from toolchain.adapter.settings import Grid, TrainSettings
 from toolchain.adapter.train import TrainData, train_adapter
 from toolchain.bitconfig import BitConfig
+from toolchain.config_source import ConfigSource
 from toolchain.data import Splits, TextDataset, split
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import Metrics, metrics, predict_logits
+from toolchain.integrity import file_problems
 from toolchain.io import atomic_write_bytes, atomic_write_json, sha256_file
 from toolchain.models import LayerSpec, quantizable_layers
 from toolchain.quant.core import QuantizedWeight
@@ -55,13 +57,7 @@ def verify_manifest(run_dir: Path) -> None:
         raise IntegrityError([f"{path}: unreadable run manifest: {exc}"]) from exc
     if manifest.get("format") != RUN_FORMAT:
         raise BadInputError(f"{path}: format {manifest.get('format')!r}, this edgeq reads {RUN_FORMAT}")
-    bad = []
-    for rel, digest in manifest["files"].items():
-        f = run_dir / rel
-        if not f.is_file():
-            bad.append(f"{f}: missing (listed in {path})")
-        elif sha256_file(f) != digest:
-            bad.append(f"{f}: sha256 does not match {path} (truncated or edited)")
+    bad = file_problems(run_dir, manifest["files"], path)
     if bad:
         raise IntegrityError(bad)
 
@@ -77,7 +73,7 @@ def train(
 ) -> Run:
     """Float fine-tune, quantized base, configuration-aware adapter; resumes an interrupted `run_dir`.
 
-    `config_source` supplies the training configurations (default: SpreadConfigSource over the settings'
+    `config_source` supplies the training configurations (default: RandomConfigSource over the settings'
     bits and grids). Returns the loaded, verified Run.
     """
     s, run_dir = settings or TrainSettings(), Path(run_dir)
@@ -88,7 +84,7 @@ def train(
     with par.main_first():  # the main process runs (and writes) the float stages, the others read them
         model, tok, splits = _float_stages(Path(model_dir), dataset, run_dir, s, progress and par.is_main)
     specs = quantizable_layers(model)
-    source = config_source or SpreadConfigSource(specs, s.bits, s.grids)
+    source = config_source or RandomConfigSource(specs, s.bits, s.grids)
     coa = _build_coa(run_dir, model, specs, s)
     teacher = stages.load_logits(run_dir)["train"]
     data = TrainData(splits.train, teacher, splits.val, tok, s.effective_train_length)

@@ -20,11 +20,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from toolchain.adapter.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
-from toolchain.adapter.configs import ConfigSource
 from toolchain.adapter.distributed import Parallel
 from toolchain.adapter.model import CoAModel
 from toolchain.adapter.settings import TrainSettings
 from toolchain.bitconfig import BitConfig
+from toolchain.config_source import ConfigSource
 from toolchain.data import TextDataset
 from toolchain.errors import BadInputError
 from toolchain.evaluate import encode

@@ -10,19 +10,20 @@ from pathlib import Path
 
 from toolchain.build.manifest import MANIFEST, Manifest, load_manifest
 from toolchain.errors import IntegrityError
+from toolchain.integrity import file_problems
 from toolchain.io import atomic_write_text, sha256_file
 
 MANIFEST_HASH = MANIFEST + ".sha256"
 
 
+def _package_files(root: Path) -> list[Path]:
+    """Every file under `root` except the manifest and its hash."""
+    return [p for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name not in {MANIFEST, MANIFEST_HASH}]
+
+
 def hash_files(root: Path) -> dict[str, str]:
     """sha256 of every file under `root` except the manifest and its hash, by relative path."""
-    skip = {MANIFEST, MANIFEST_HASH}
-    return {
-        str(p.relative_to(root)): sha256_file(p)
-        for p in sorted(Path(root).rglob("*"))
-        if p.is_file() and p.name not in skip
-    }
+    return {str(p.relative_to(root)): sha256_file(p) for p in _package_files(root)}
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
@@ -41,15 +42,11 @@ def verify_package(root: Path) -> Manifest:
     elif hash_file.read_text().strip() != sha256_file(root / MANIFEST):
         problems.append(f"{root / MANIFEST}: sha256 does not match {MANIFEST_HASH}: the manifest was edited")
     manifest = load_manifest(root)
-    actual = hash_files(root)
-    for rel, digest in manifest.files.items():
-        if rel not in actual:
-            problems.append(f"{root / rel}: listed in the manifest but missing")
-        elif actual[rel] != digest:
-            problems.append(
-                f"{root / rel}: sha256 {actual[rel][:12]}... != manifest {digest[:12]}... (changed or truncated)"
-            )
-    problems += [f"{root / rel}: not listed in the manifest" for rel in actual if rel not in manifest.files]
+    problems += file_problems(root, manifest.files, root / MANIFEST)
+    listed = set(manifest.files)
+    problems += [
+        f"{p}: not listed in the manifest" for p in _package_files(root) if str(p.relative_to(root)) not in listed
+    ]
     if problems:
         raise IntegrityError(problems)
     return manifest

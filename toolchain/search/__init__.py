@@ -16,7 +16,7 @@ from toolchain.search.baselines import (
 )
 from toolchain.search.constraints import check_constraints
 from toolchain.search.pareto import hypervolume, pareto_indices
-from toolchain.search.refine import ConfigSource, ParetoConfigSource, SpreadConfigSource
+from toolchain.search.refine import ParetoConfigSource, SpreadConfigSource
 from toolchain.search.scoring import ScoreCache, beats, error_of, quant_key, rank_key
 from toolchain.search.select import SearchResult, SearchSettings, Selection, select_configs
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, weight_sensitivity
@@ -32,7 +32,6 @@ from toolchain.search.space import (
 
 __all__ = [
     "Baseline",
-    "ConfigSource",
     "Cost",
     "Limit",
     "ParetoConfigSource",

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 from toolchain.bitconfig import BitConfig
+from toolchain.config_source import Scorer
 from toolchain.models import LayerSpec
 from toolchain.profiles import DeviceProfile
 from toolchain.search.evolve import evolve
@@ -27,16 +27,6 @@ from toolchain.search.scoring import ScoreCache, quant_key
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity
 from toolchain.search.space import SearchSpace
 from toolchain.search.spread import cost_range, guided_configs, spread_configs
-
-Scorer = Callable[[BitConfig], float]
-
-
-class ConfigSource(Protocol):
-    """What the adapter trainer needs from a training configuration set."""
-
-    def sample(self, rng: random.Random, k: int) -> list[BitConfig]: ...
-
-    def refine(self, step: int, score: Scorer) -> None: ...
 
 
 class SpreadConfigSource:
@@ -106,12 +96,8 @@ class SpreadConfigSource:
                 "reference": list(ref),
                 "hypervolume": hypervolume(points, ref),
                 "set_hypervolume": hypervolume([points[i] for i in kept], ref),
-                "front": [
-                    {"avg_bits": points[i][0], "loss": points[i][1], "key": quant_key(pool[i])} for i in front
-                ],
-                "set": [
-                    {"avg_bits": points[i][0], "loss": points[i][1], "key": quant_key(pool[i])} for i in kept
-                ],
+                "front": [{"avg_bits": points[i][0], "loss": points[i][1], "key": quant_key(pool[i])} for i in front],
+                "set": [{"avg_bits": points[i][0], "loss": points[i][1], "key": quant_key(pool[i])} for i in kept],
             }
         )
 
@@ -131,9 +117,7 @@ class ParetoConfigSource(SpreadConfigSource):
         seed: int = 0,
         hv_reference: Point | None = None,
     ):
-        super().__init__(
-            space, set_size=set_size, sensitivity=sensitivity, seed=seed, hv_reference=hv_reference
-        )
+        super().__init__(space, set_size=set_size, sensitivity=sensitivity, seed=seed, hv_reference=hv_reference)
         self.edges = bin_edges(*cost_range(space), n_bins)
         self.per_bin = math.ceil(set_size / n_bins)
         self.candidates_per_round = candidates_per_round
@@ -156,9 +140,7 @@ class ParetoConfigSource(SpreadConfigSource):
             cache(c)
         spent = cache.evaluations
         if self.sensitivity is not None:
-            for c in guided_configs(
-                self.space, self.edges, self.candidates_per_round // 2, self.sensitivity, rng
-            ):
+            for c in guided_configs(self.space, self.edges, self.candidates_per_round // 2, self.sensitivity, rng):
                 cache(c)
         parents = [c for c, v in cache.items() if math.isfinite(float(v))]
         n_new = self.candidates_per_round - (cache.evaluations - spent)
