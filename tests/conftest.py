@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from toolchain.data import TextDataset
-from toolchain.testing import tiny_corpus, tiny_model_dir
+from toolchain.testing import tiny_corpus, tiny_model_dir, write_tiny_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES_DIR = REPO_ROOT / "device_profiles"
@@ -35,3 +36,47 @@ def tiny_data() -> TextDataset:
 @pytest.fixture(scope="session")
 def profiles_dir() -> Path:
     return PROFILES_DIR
+
+
+TINY_BUILD_PROFILE = PROFILES_DIR / "rpi5.yaml"
+TINY_BUILD_STEPS = "10"
+
+
+@dataclass(frozen=True)
+class TinyBuild:
+    """A complete `edgeq build` of one profile on a tiny model: `out` holds a verified package and the run."""
+
+    model: Path
+    data: Path
+    out: Path
+
+    def args(self, out: Path, seed: int = 0) -> list[str]:
+        """`edgeq build` arguments (without the program name) for this model and data into `out`."""
+        return [
+            "build",
+            "--profiles",
+            str(TINY_BUILD_PROFILE),
+            "--model",
+            str(self.model),
+            "--data",
+            str(self.data),
+            "--out",
+            str(out),
+            "--steps",
+            TINY_BUILD_STEPS,
+            "--seed",
+            str(seed),
+        ]
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> TinyBuild:
+    """One complete build (seed 0), shared by the interruption and bad-input tests; copy `out` before changing it."""
+    from toolchain.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_build")
+    model = tiny_model_dir(root / "model", max_positions=128)  # the latency check feeds 128-token inputs
+    build = TinyBuild(model, write_tiny_corpus(root / "data"), root / "dist")
+    code = main(build.args(build.out))
+    assert code == 0, f"the tiny reference build exited {code}"
+    return build

@@ -1,18 +1,31 @@
 """The `edgeq` command line: one class per subcommand, each a thin shell over a library call.
 
-Exit codes: 0 ok, 1 internal error, 2 bad input, 3 validation failed.
+Exit codes: 0 ok, 1 internal error, 2 bad input (an unwritable output or a full disk included), 3 validation
+failed, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
-from toolchain.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, EdgeqError
-
-EXIT_INTERRUPTED = 130
+from toolchain.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EdgeqError,
+    Interrupted,
+    describe_os_error,
+    is_environment_error,
+)
 
 
 class Command:
@@ -60,7 +73,8 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeq",
         description="One fine-tuning run, then a verified, quantized ONNX model for every edge device.",
-        epilog="exit codes: 0 ok, 1 internal error, 2 bad input, 3 validation failed",
+        epilog="exit codes: 0 ok, 1 internal error, 2 bad input (unwritable output and full disk included), "
+        "3 validation failed, 130 interrupted (SIGINT), 143 terminated (SIGTERM)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in commands:
@@ -79,18 +93,83 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    with signals_interrupt():
+        try:
+            return args.handler.run(args)
+        except EdgeqError as exc:
+            _report(args.command, type(exc).__name__, str(exc).splitlines())
+            return exc.exit_code
+        except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM as Interrupted: staged outputs are already removed
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            _report(args.command, f"interrupted by {signal.Signals(signum).name}", _intact(args))
+            return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+        except OSError as exc:
+            if not is_environment_error(exc):
+                return _internal_error(args.command)
+            where = f"{exc.filename}: " if exc.filename else ""
+            _report(args.command, "OSError", [f"{where}{describe_os_error(exc)}", ENVIRONMENT_HINT])
+            return EXIT_BAD_INPUT
+        except Exception:
+            return _internal_error(args.command)
+
+
+ENVIRONMENT_HINT = (
+    "this is the machine (disk space, permissions, file system), not a bug in edgeq; partial outputs were removed"
+)
+
+
+def _report(command: str, headline: str, lines: list[str]) -> None:
+    print(f"edgeq {command}: {headline}:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _intact(args: argparse.Namespace) -> list[str]:
+    """What an interrupted command left behind: finished outputs only, and how to finish."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return ["nothing was being written"]
+    lines = [f"{out}: only complete outputs are there (earlier ones as they were); partial ones were removed"]
+    if args.command in ("train", "build"):
+        lines.append("run the same command again to finish: finished training stages are reused, and training")
+        lines.append("resumes from its last checkpoint")
+    return lines
+
+
+def _internal_error(command: str) -> int:
+    traceback.print_exc()
+    print(f"edgeq {command}: internal error (a bug in edgeq; please report it)", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM (and SIGINT) raise Interrupted, which unwinds like Ctrl-C: every staging
+    directory and temporary file is removed on the way out and earlier complete outputs stay as they were.
+
+    Without this, SIGTERM would kill the process at once (exit 143, no message, staged files left behind).
+    Only the first signal raises; a second one during that cleanup is ignored so the cleanup finishes
+    (SIGKILL still stops the process at once). A signal the caller chose to ignore (SIG_IGN, as for
+    background jobs) stays ignored. Only the main thread can install handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Interrupted(signum)
+
+    wanted = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    previous = {sig: signal.getsignal(sig) for sig in wanted}
+    installed = [sig for sig, default in wanted.items() if previous[sig] is default]
+    for sig in installed:
+        signal.signal(sig, handler)
     try:
-        return args.handler.run(args)
-    except EdgeqError as exc:
-        kind = type(exc).__name__
-        print(f"edgeq {args.command}: {kind}:", file=sys.stderr)
-        for line in str(exc).splitlines():
-            print(f"  {line}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"edgeq {args.command}: interrupted; completed outputs are intact", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception:
-        traceback.print_exc()
-        print(f"edgeq {args.command}: internal error (a bug in edgeq; please report it)", file=sys.stderr)
-        return EXIT_INTERNAL
+        yield
+    finally:
+        for sig in installed:
+            signal.signal(sig, previous[sig])

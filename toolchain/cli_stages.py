@@ -7,6 +7,7 @@ from pathlib import Path
 
 from toolchain.cli import Command
 from toolchain.errors import EXIT_OK
+from toolchain.io import require_writable
 
 
 def _add_run(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ class TrainCommand(Command):
     def run(self, args):
         from toolchain.build.stages import train_run
 
+        require_writable(args.out, "--out")
         run = train_run(args.model, args.data, args.out, steps=args.steps, rank=args.rank, seed=args.seed)
         print(f"run {run.run_dir}: float test accuracy {run.float_accuracy:.2f} %")
         return EXIT_OK
@@ -65,6 +67,7 @@ class SearchCommand(Command):
         from toolchain.build.stages import profiles_or_default, search_run, write_search
 
         profiles = profiles_or_default(args.profile)
+        require_writable(args.out, "--out", directory=False)
         result = search_run(Run.load(args.run), profiles, seed=args.seed)
         write_search(result, profiles, args.out)
         for sel in result.selections:
@@ -86,6 +89,7 @@ class ExportCommand(Command):
     def run(self, args):
         from toolchain.build.stages import export_device
 
+        require_writable(args.out, "--out")
         result = export_device(args.run, args.profile, args.bits_config, args.out)
         print(f"{result.package}: {result.manifest.status}")
         return EXIT_OK if result.passed else 3

@@ -1,16 +1,49 @@
 """Typed errors and the CLI exit codes they map to.
 
-Exit codes (documented in the README): 0 ok, 1 internal error, 2 bad input, 3 validation failed.
+Exit codes (documented in the README): 0 ok, 1 internal error, 2 bad input (an unusable output location or a
+full disk included), 3 validation failed, 130 interrupted by SIGINT, 143 terminated by SIGTERM (128 + the
+signal number, as a shell reports a process the signal killed).
 """
 
 from __future__ import annotations
 
+import errno
+import signal
 from collections.abc import Iterable
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_VALIDATION_FAILED = 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+
+# OSError numbers that describe the machine, not a bug: full disk or quota, read-only file system, permissions,
+# a failing device, a path that cannot exist. The CLI reports these as bad input (exit 2), without a traceback.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.ENOTDIR,
+        errno.ENAMETOOLONG,
+    }
+)
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'No space left on device [ENOSPC]': the reason without Python's repr of the path."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    reason = exc.strerror or str(exc)
+    return f"{reason} [{name}]" if name else reason
 
 
 class EdgeqError(Exception):
@@ -45,3 +78,34 @@ class ValidationFailedError(EdgeqError):
 
 class IntegrityError(ValidationFailedError):
     """A file of a run directory or package does not match the hash recorded for it."""
+
+
+class WriteError(EdgeqError):
+    """A file could not be written (disk full, read-only or unwritable location, I/O error).
+
+    The machine's state, not a bug: exit 2. Raised by the atomic writers after removing their temporary file,
+    so the target is as it was before the write.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, path: object, cause: OSError):
+        self.path, self.cause = path, cause
+        super().__init__(f"{path}: cannot write: {describe_os_error(cause)}; it was left as it was before")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived. Unwinds like Ctrl-C (a BaseException, so `except Exception` does not swallow
+    it and every staging directory and temporary file is removed on the way out); exit code 128 + signal."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

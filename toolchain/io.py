@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from toolchain.errors import BadInputError, WriteError, is_environment_error
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -20,20 +22,28 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it (mode 0666 less the umask)."""
+    """Write to a temporary file beside `path`, fsync, then rename over it (mode 0666 less the umask).
+
+    On any exception (an interrupt included) the temporary file is removed and `path` is as it was; a full
+    disk, a read-only file system or missing permissions raise WriteError naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a package is meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if is_environment_error(exc):
+            raise WriteError(path, exc) from exc
         raise
 
 
@@ -49,26 +59,66 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def staged_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary directory beside `final`; on success it replaces `final` in one rename.
 
-    On any exception (KeyboardInterrupt included) the staging directory is removed and `final`, if it
-    existed, is left as it was.
+    On any exception (KeyboardInterrupt and SIGTERM's Interrupted included) the staging directory is removed
+    and `final`, if it existed, is left as it was, even when the exception lands between the two renames
+    that swap an existing `final` out and the new one in.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
-    os.chmod(stage, 0o777 & ~_umask())
+    old = final.with_name(f".{final.name}.old")
+    stage: Path | None = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+        os.chmod(stage, 0o777 & ~_umask())
         yield stage
         if final.exists():
-            old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
-            os.replace(stage, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        os.replace(stage, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as exc:
+        if old.exists() and not final.exists():  # cut between the renames: put the previous output back
+            os.replace(old, final)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        cause = exc.cause if isinstance(exc, WriteError) else exc
+        if is_environment_error(cause) and _names_a_staged_path(exc, stage, final):
+            raise WriteError(final, cause) from exc  # the staging directory is gone: name what the user asked for
         raise
+
+
+def _names_a_staged_path(exc: BaseException, stage: Path | None, final: Path) -> bool:
+    """Whether `exc` is about writing the staged directory or swapping it in (or names no path, as a failed
+    `write` does), rather than about some other file the body read."""
+    name = exc.path if isinstance(exc, WriteError) else getattr(exc, "filename", None)
+    if name is None:
+        return True
+    path = Path(name)
+    ours = {final, final.with_name(f".{final.name}.old")} | ({stage} if stage else set())
+    return path in ours or any(p in ours for p in path.parents)
+
+
+def require_writable(path: Path, flag: str, *, directory: bool = True) -> None:
+    """BadInputError unless this process can create or replace `path` (a directory, or a file when not
+    `directory`): checked before any long work starts, without creating anything."""
+    path = Path(path)
+    probe = path if directory else path.parent
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if path.exists() and path.is_dir() != directory:
+        reason = "is a file, not a directory" if directory else "is a directory, not a file"
+        raise BadInputError(f"{flag}: {path}: {reason}")
+    if not probe.is_dir():
+        raise BadInputError(f"{flag}: {path}: cannot be created: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInputError(f"{flag}: {path}: cannot write here: {_why_unwritable(probe)}; choose another {flag}")
+
+
+def _why_unwritable(directory: Path) -> str:
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return f"{directory} is on a read-only file system"
+    st = directory.stat()
+    return f"{directory} is not writable by this user (mode {st.st_mode & 0o777:o}, owner uid {st.st_uid})"
 
 
 def sha256_file(path: Path) -> str:

@@ -16,7 +16,7 @@ from toolchain.build.report import index_report
 from toolchain.build.stages import profiles_or_default, search_run, train_run, training_settings, write_search
 from toolchain.data import TextDataset, load_dataset
 from toolchain.errors import BadInputError, ValidationFailedError
-from toolchain.io import atomic_write_json, atomic_write_text
+from toolchain.io import atomic_write_json, atomic_write_text, require_writable
 from toolchain.models import LayerSpec, default_model_path, load_model, quantizable_layers
 from toolchain.profiles import DeviceProfile
 
@@ -63,8 +63,10 @@ def build(s: BuildSettings) -> list[BuildResult]:
     from toolchain.console import print_results
 
     t0 = time.perf_counter()
+    require_writable(s.out, "--out")
     inputs = check_inputs(s)
     state = Path(s.out) / STATE_DIR
+    require_writable(state, "--out")  # a state directory left by another user
     state.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(state / "build.lock", timeout=0):

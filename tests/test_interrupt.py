@@ -1,0 +1,307 @@
+"""Interrupted and failing writes lose nothing: SIGINT/SIGTERM, a full disk, an unwritable output directory.
+
+The end-to-end cases start a real `python -m toolchain build` on the tiny model, wait (by polling the output
+directory) until it is training or packaging, signal it, then check what it left: the exit code and message,
+no staging directory or temporary file, no package that looks complete but is not, and the previous complete
+build untouched, byte for byte. The mechanism itself (handlers, staged renames, ENOSPC) is tested in-process.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from toolchain.adapter import stages
+from toolchain.adapter.run import MANIFEST as RUN_MANIFEST
+from toolchain.build import pipeline
+from toolchain.build.package import verify_package
+from toolchain.cli import main
+from toolchain.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    WriteError,
+)
+from toolchain.io import atomic_write_bytes, staged_dir
+
+PROFILE = "rpi5"  # the one profile of the tiny build (conftest.TINY_BUILD_PROFILE)
+EXIT_FOR = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+LEFTOVER_SUFFIXES = (".partial", ".tmp", ".old")
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+
+
+def _files(root: Path, *, skip_state: bool = True) -> dict[str, str]:
+    """sha256 of every file under `root` by relative path (the cached runs in .edgeq left out by default)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not (skip_state and p.relative_to(root).parts[0] == pipeline.STATE_DIR)
+    }
+
+
+def _kept(root: Path) -> dict[str, str]:
+    """`_files` less search.json: a rebuild rewrites it before packaging (with its own timing in it)."""
+    return {k: v for k, v in _files(root).items() if k != "search.json"}
+
+
+def _leftovers(root: Path) -> list[Path]:
+    """Staging directories, temporary files and swapped-out packages anywhere under `root`."""
+    return [p for p in root.rglob(".*") if p.name.endswith(LEFTOVER_SUFFIXES)]
+
+
+def _runs(out: Path) -> set[Path]:
+    return set((out / pipeline.STATE_DIR).glob("run-*/"))
+
+
+def _copy_build(tiny_build, dest: Path) -> Path:
+    return Path(shutil.copytree(tiny_build.out, dest, symlinks=True))
+
+
+class Build:
+    """`python -m toolchain build ...` in a subprocess, stderr to a file (no pipe to fill and block on)."""
+
+    def __init__(self, args: list[str], log: Path):
+        self.log = log
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "toolchain", *args], stdout=subprocess.DEVNULL, stderr=err
+            )
+
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+
+    def wait_for(self, what: str, found: Callable[[], object], timeout: float = 300) -> object:
+        """Poll `found()` until it is truthy; fail if edgeq exits first (then the point was missed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result := found():
+                return result
+            if self.proc.poll() is not None:
+                pytest.fail(f"edgeq exited {self.proc.returncode} before {what}:\n{self.stderr()[-3000:]}")
+            time.sleep(0.01)  # the polling interval; the condition is what synchronises
+        self.proc.kill()
+        pytest.fail(f"no {what} within {timeout} s:\n{self.stderr()[-3000:]}")
+
+    def interrupt(self, sig: signal.Signals, timeout: float = 120) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def _assert_interrupted(build: Build, code: int, sig: signal.Signals, out: Path) -> None:
+    err = build.stderr()
+    assert code == EXIT_FOR[sig], err[-3000:]
+    assert f"edgeq build: interrupted by {sig.name}:" in err
+    assert f"{out}: only complete outputs are there" in err
+    assert "Traceback" not in err
+    assert _leftovers(out) == [], "a staging directory or temporary file was left behind"
+
+
+# ---- real builds, really signalled ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_during_training_keeps_the_previous_build(tiny_build, tmp_path, capsys, sig):
+    """A second build (another seed, so it trains) into a complete OUT: the lock turns a third build away
+    while it runs; the signal stops it mid-training; every file of the first build is unchanged."""
+    out = _copy_build(tiny_build, tmp_path / "dist")
+    before, runs_before, pkg_inode = _files(out), _runs(out), (out / PROFILE).stat().st_ino
+    build = Build(tiny_build.args(out, seed=1), tmp_path / "stderr.txt")
+    new_run = build.wait_for("the second run directory", lambda: _runs(out) - runs_before)  # lock taken
+    assert main(tiny_build.args(out, seed=2)) == EXIT_BAD_INPUT  # a concurrent build into the same OUT
+    run_dir = next(iter(new_run))
+    assert "another edgeq build is writing here" in capsys.readouterr().err
+    code = build.interrupt(sig)
+    _assert_interrupted(build, code, sig, out)
+    assert not (run_dir / RUN_MANIFEST).exists(), "the signal arrived after training had finished"
+    assert _files(out) == before and (out / PROFILE).stat().st_ino == pkg_inode
+    verify_package(out / PROFILE)
+
+
+@pytest.mark.slow  # trains twice (interrupted, then resumed): over a minute on 2 cores
+def test_rerun_after_an_interrupt_resumes_and_completes(tiny_build, tmp_path):
+    """SIGTERM once the quantized base is written; the same command again reuses the finished float stage
+    (same directory, not retrained) and replaces the old package with a complete, verified new one."""
+    out = _copy_build(tiny_build, tmp_path / "dist")
+    old_manifest, runs_before = (out / PROFILE / "manifest.json").read_bytes(), _runs(out)
+    args = tiny_build.args(out, seed=1)
+    build = Build(args, tmp_path / "stderr.txt")
+    run_dir = build.wait_for(
+        "the quantized base", lambda: next((r for r in _runs(out) - runs_before if (r / stages.BASE).exists()), None)
+    )
+    float_inode = (run_dir / stages.FLOAT_DIR).stat().st_ino
+    _assert_interrupted(build, build.interrupt(signal.SIGTERM), signal.SIGTERM, out)
+    assert (out / PROFILE / "manifest.json").read_bytes() == old_manifest
+    assert main(args) == EXIT_OK
+    assert (run_dir / RUN_MANIFEST).is_file() and (run_dir / stages.FLOAT_DIR).stat().st_ino == float_inode
+    manifest = verify_package(out / PROFILE)
+    assert (out / PROFILE / "manifest.json").read_bytes() != old_manifest  # the seed-1 model replaced it
+    assert manifest.bit_config is not None and _leftovers(out) == []
+
+
+@pytest.mark.parametrize(
+    "sig, previous",
+    [(signal.SIGTERM, True), (signal.SIGINT, False)],
+    ids=["SIGTERM-over-a-package", "SIGINT-into-an-empty-out"],
+)
+def test_signal_during_packaging_leaves_no_partial_package(tiny_build, tmp_path, sig, previous):
+    """The run is cached, so the build goes straight to search and packaging; the signal lands while the
+    package is staged. The previous package stays (same directory, same bytes); without one, none appears,
+    and the same command run again completes it."""
+    out = _copy_build(tiny_build, tmp_path / "dist")
+    if not previous:
+        for p in out.iterdir():
+            if p.name != pipeline.STATE_DIR:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    before = _files(out / PROFILE) if previous else None
+    inode = (out / PROFILE).stat().st_ino if previous else None
+    build = Build(tiny_build.args(out), tmp_path / "stderr.txt")
+    build.wait_for("a staged package", lambda: list(out.glob(f".{PROFILE}.*.partial")))
+    code = build.interrupt(sig)
+    _assert_interrupted(build, code, sig, out)
+    if previous:
+        assert (out / PROFILE).stat().st_ino == inode and _files(out / PROFILE) == before
+        verify_package(out / PROFILE)
+    else:
+        assert not (out / PROFILE).exists(), "an interrupted build left a package directory"
+        assert not (out / "summary.json").exists()
+        assert main(tiny_build.args(out)) == EXIT_OK
+        verify_package(out / PROFILE)
+        assert _leftovers(out) == []
+
+
+# ---- the same guarantees in-process: handlers, staged renames, a full disk --------------------------------------
+
+
+def _fake_build(monkeypatch, body: Callable[[object], None]) -> None:
+    """Make `edgeq build` run `body(settings)` instead of the pipeline (the CLI around it is the real one)."""
+    monkeypatch.setattr(pipeline, "build", body)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_unwinds_through_staged_dir(monkeypatch, tmp_path, capsys, sig):
+    final = tmp_path / "out" / PROFILE
+    final.mkdir(parents=True)
+    (final / "model.onnx").write_bytes(b"previous")
+    cleanup_finished = []
+
+    def body(settings) -> None:
+        try:
+            with staged_dir(final) as stage:
+                (stage / "model.onnx").write_bytes(b"half")
+                os.kill(os.getpid(), sig)  # the handler raises at the next bytecode
+                pytest.fail("the signal did not interrupt the build")
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # a second signal during cleanup is ignored
+            cleanup_finished.append(True)
+
+    _fake_build(monkeypatch, body)
+    assert main(["build", "--out", str(tmp_path / "out")]) == EXIT_FOR[sig]
+    err = capsys.readouterr().err
+    assert f"interrupted by {sig.name}" in err and "Traceback" not in err
+    assert cleanup_finished == [True]
+    assert (final / "model.onnx").read_bytes() == b"previous" and _leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers only while main() runs
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_sigterm_stays_ignored(monkeypatch, tmp_path):
+    def body(settings) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    _fake_build(monkeypatch, body)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        assert main(["build", "--out", str(tmp_path / "out")]) == EXIT_OK
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_staged_swap_cut_between_its_renames_restores_the_previous(monkeypatch, tmp_path):
+    final = tmp_path / PROFILE
+    final.mkdir()
+    (final / "model.onnx").write_bytes(b"previous")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the old package is already moved aside; the new one not yet in
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    with pytest.raises(KeyboardInterrupt), staged_dir(final) as stage:
+        (stage / "model.onnx").write_bytes(b"new")
+        monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.undo()
+    assert calls[1] == final
+    assert (final / "model.onnx").read_bytes() == b"previous" and _leftovers(tmp_path) == []
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_old_file(monkeypatch, tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text("old")
+    monkeypatch.setattr(os, "fsync", _enospc)  # the data is in the temporary file; the disk refuses it
+    with pytest.raises(WriteError) as info:
+        atomic_write_bytes(path, b"new" * 1000)
+    assert str(info.value) == f"{path}: cannot write: No space left on device [ENOSPC]; it was left as it was before"
+    assert info.value.exit_code == EXIT_BAD_INPUT
+    assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
+
+
+def test_full_disk_while_packaging_is_a_clear_error_and_keeps_the_package(monkeypatch, tiny_build, tmp_path, capsys):
+    """A real (cached-run) build whose writes inside the staged package hit ENOSPC: exit 2, the package's
+    path and the reason on stderr, no traceback, the previous package and every other file unchanged."""
+    out = _copy_build(tiny_build, tmp_path / "dist")
+    before, inode = _kept(out), (out / PROFILE).stat().st_ino
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if ".partial" in os.readlink(f"/proc/self/fd/{fd}"):
+            _enospc()
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(tiny_build.args(out)) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"edgeq build: WriteError:\n  {out / PROFILE}: cannot write: No space left on device [ENOSPC]" in err
+    assert "Traceback" not in err
+    assert _kept(out) == before and (out / PROFILE).stat().st_ino == inode and _leftovers(out) == []
+    verify_package(out / PROFILE)
+
+
+@pytest.mark.parametrize(
+    "exc, code, shown",
+    [
+        (OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/dist"), EXIT_BAD_INPUT, "Read-only file system"),
+        (OSError(errno.EBADF, os.strerror(errno.EBADF)), 1, "internal error (a bug in edgeq"),
+    ],
+    ids=["environment", "bug"],
+)
+def test_os_errors_from_the_machine_are_bad_input_others_bugs(monkeypatch, capsys, exc, code, shown):
+    def body(settings) -> None:
+        raise exc
+
+    _fake_build(monkeypatch, body)
+    assert main(["build"]) == code
+    err = capsys.readouterr().err
+    assert shown in err
+    assert ("Traceback" in err) == (code != EXIT_BAD_INPUT)
+    if code == EXIT_BAD_INPUT:
+        assert "/mnt/ro/dist: Read-only file system [EROFS]" in err
