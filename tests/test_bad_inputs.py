@@ -171,8 +171,7 @@ CASES = [
     # device profiles
     _case("profile: bits 9", 2, build_with(profile=lambda e: e.profile(RPI5.replace("[3, 4, 5, 6, 8]", "[3, 4, 9]")))),
     _case("profile: int4 at opset 13", 2, build_with(profile=lambda e: e.profile(RPI5.replace("21", "13")))),
-    _case("profile: budget no config meets", 2, build_with(profile=lambda e: e.profile(RPI5.replace("4.25", "2.5"))),
-          gap="require_reachable names the profile ('rpi5'), not its file"),
+    _case("profile: budget no config meets", 2, build_with(profile=lambda e: e.profile(RPI5.replace("4.25", "2.5")))),
     _case("profile: file missing", 2, build_with(profile=lambda e: e.tmp / "nope.yaml")),
     _case("profile: unknown field", 2, check_profile(RPI5 + "colour: red\n")),
     _case("profile: empty file", 2, check_profile("")),
@@ -224,8 +223,8 @@ CASES = [
     # flags
     _case("flag: unknown", 2, (lambda e: (["build", "--colour", "red"], "--colour"))),
     _case("flag: --steps not a number", 2, (lambda e: (["build", "--steps", "many"], "--steps"))),
-    _case("flag: --steps negative", 2, (lambda e: (e.build_args() + ["--steps", "-5"], "--steps")),
-          gap="TrainSettings' pydantic ValidationError escapes as an internal error (exit 1, traceback)"),
+    _case("flag: --steps negative", 2, (lambda e: (e.build_args() + ["--steps", "-5"], "--steps"))),
+    _case("flag: train --rank 0", 2, (lambda e: (["train", "--out", str(e.tmp / "r"), "--rank", "0"], "--rank"))),
 ]  # fmt: skip
 
 

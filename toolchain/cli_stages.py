@@ -14,17 +14,33 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run directory written by `edgeq train`")
 
 
+def count(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is a usage error, exit 2, naming the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: must be 1 or more")
+    return value
+
+
+def _add_training_inputs(parser: argparse.ArgumentParser, steps_help: str) -> None:
+    """--model, --data, --steps and --seed: what `train` and `build` both take."""
+    parser.add_argument("--model", type=Path, help="local model directory (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--data", help="CSV/JSONL file or class folder (default: BBC News)")
+    parser.add_argument("--steps", type=count, help=steps_help)
+    parser.add_argument("--seed", type=int, default=0)
+
+
 class TrainCommand(Command):
     name = "train"
     help = "fine-tune once and train the configuration-aware adapter (checkpoints; resumes when re-run)"
 
     def add_arguments(self, parser):
-        parser.add_argument("--model", type=Path, help="local model directory (default: all-MiniLM-L6-v2)")
-        parser.add_argument("--data", help="CSV/JSONL file or class folder (default: BBC News)")
+        _add_training_inputs(parser, "adapter training steps")
         parser.add_argument("--out", type=Path, required=True, help="run directory to write")
-        parser.add_argument("--steps", type=int, help="adapter training steps")
-        parser.add_argument("--rank", type=int, help="maximum adapter rank (DyLoRA: every lower rank too)")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--rank", type=count, help="maximum adapter rank (DyLoRA: every lower rank too)")
 
     def run(self, args):
         from toolchain.build.stages import train_run
@@ -43,7 +59,7 @@ class QuantizeCommand(Command):
         _add_run(parser)
         parser.add_argument("--bits", type=int, nargs="+", required=True, help="uniform bit-width(s), 2..8")
         parser.add_argument("--rounding", choices=["rtn", "mse"], nargs="+", default=["rtn", "mse"])
-        parser.add_argument("--block-size", type=int, default=None, help="default: per output channel")
+        parser.add_argument("--block-size", type=count, default=None, help="default: per output channel")
 
     def run(self, args):
         from toolchain.build.stages import quantize_table
@@ -119,11 +135,8 @@ class BuildCommand(Command):
 
     def add_arguments(self, parser):
         parser.add_argument("--profiles", type=Path, nargs="+", help="profile directory or files (default: bundled)")
-        parser.add_argument("--model", type=Path, help="local model directory (default: all-MiniLM-L6-v2)")
-        parser.add_argument("--data", help="CSV/JSONL file or class folder (default: BBC News)")
+        _add_training_inputs(parser, "adapter training steps (default: the tuned default)")
         parser.add_argument("--out", type=Path, default=Path("dist"), help="output directory (default: dist)")
-        parser.add_argument("--steps", type=int, help="adapter training steps (default: the tuned default)")
-        parser.add_argument("--seed", type=int, default=0)
 
     def run(self, args):
         from toolchain.build.pipeline import BuildSettings, build

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from toolchain.errors import BadInputError
 from toolchain.quant.containers import Container
@@ -140,6 +140,12 @@ class DeviceProfile(_Strict):
     embeddings: EmbeddingQuant = EmbeddingQuant.FLOAT
     adapter_branch: bool = False
     accuracy: Accuracy
+    _source: Path | None = PrivateAttr(default=None)  # the file it was loaded from, for messages
+
+    @property
+    def where(self) -> str:
+        """The profile's file (or its name when built in code): what an error about it should name."""
+        return str(self._source) if self._source is not None else f"profile {self.name!r}"
 
     @model_validator(mode="after")
     def _cross_field(self) -> DeviceProfile:
@@ -264,6 +270,7 @@ def load_profile(path: Path | str) -> DeviceProfile:
         raise BadInputError(f"{path}: (top level): {exc}") from exc
     if profile.name != path.stem:
         raise BadInputError(f"{path}: name: {profile.name!r} must match the file name {path.stem!r}")
+    profile._source = path
     return profile
 
 

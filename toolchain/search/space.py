@@ -223,7 +223,7 @@ def _unreachable_message(profile: DeviceProfile, least: Cost) -> str:
             f"budget.max_weight_mb {b.max_weight_mb} (smallest achievable: {least.container_mb:.4f} MB)"
         )
     return (
-        f"profile {profile.name!r}: no configuration meets {' and '.join(caps)}; "
+        f"{profile.where}: no configuration meets {' and '.join(caps)}; "
         f"allowed bits {list(profile.weights.bits)}, "
         f"containers {[str(c) for c in profile.weights.containers]}"
     )

@@ -1,0 +1,66 @@
+"""Smoke test of bench/compare.py on a tiny model: a tiny build, then every method of the comparison on it.
+
+Slow (a tiny build, one per-configuration and one side-adapter training, about 20 ONNX models measured).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolchain.cli import main as edgeq
+from toolchain.testing import tiny_model_dir, write_tiny_corpus
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+METHODS = {"edgeq", "ptq_rtn", "ptq_mse", "uniform_rtn", "naive_merge_rtn"}
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, str(BENCH))  # bench scripts import their siblings by name
+    try:
+        import compare
+        import readme_assets
+
+        yield compare, readme_assets
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.slow
+def test_compare_on_a_tiny_build(tmp_path, profiles_dir, bench_modules):
+    compare, readme_assets = bench_modules
+    model = tiny_model_dir(tmp_path / "model", hidden=128, max_positions=128)
+    data = write_tiny_corpus(tmp_path / "data")
+    dist = tmp_path / "dist"
+    args = ["build", "--profiles", str(profiles_dir), "--model", str(model), "--data", str(data)]
+    assert edgeq([*args, "--out", str(dist), "--steps", "20"]) in (0, 3)  # 3: a device failed its tolerance
+    out = tmp_path / "compare.json"
+    argv = ["--packages", str(dist), "--budgets", "4", "2.5", "--per-config", "1", "--repeats", "2"]
+    argv += ["--naive-run", str(tmp_path / "naive"), "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert compare.main(argv) == 0
+
+    result = json.loads(out.read_text())
+    profiles = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
+    assert sorted(result["rows"]) == sorted(profiles + ["budget_4", "budget_2_5"])
+    for name, row in result["rows"].items():
+        assert row["methods"].keys() >= METHODS, name
+        for method, m in row["methods"].items():
+            assert "error" not in m, (name, method, m)
+            assert 0 <= m["accuracy"] <= 100 and m["file_bytes"] > 0 and set(m["latency_ms"]) == {"1", "8"}
+    assert sum("per_config_lora" in r["methods"] for r in result["rows"].values()) >= 1
+    base = result["ort_baselines"]
+    assert {"ort_dynamic_int8_per_channel", "ort_matmul_nbits4_b32", "ort_matmul_nbits4_b128"} <= base.keys()
+    assert all("error" not in base[k] for k in ("ort_dynamic_int8_per_channel", "ort_matmul_nbits4_b32"))
+    cost = result["cost"]["wall_s"]
+    assert cost["edgeq_all_devices"] > 0 and cost["per_config_one"] > 0
+    assert result["machine"]["cpu_count"] and result["versions"]["onnxruntime"]
+
+    table = readme_assets.compare_table(result)
+    assert "budget_2_5" in table and "per-config" in table.lower()
+    assert any("per-config" in line for line in readme_assets.compare_targets(result))
+    png = readme_assets.compare_plot(result, tmp_path / "compare.png")
+    assert png.is_file() and png.stat().st_size > 0
