@@ -87,3 +87,17 @@ def test_diverged_scores_are_dropped(profiles):
     toy = ToyProblem.make(SPECS)
     src.refine(0, lambda c: float("nan") if c.avg_bits > 6 else toy.loss(c))
     assert src.configs and all(c.avg_bits <= 6 for c in src.configs)
+
+
+def test_state_dict_round_trip_resumes_the_same_refinement(profiles):
+    toy = ToyProblem.make(SPECS, seed=1)
+    whole = _run(profiles, seed=3, rounds=3)
+    first = _run(profiles, seed=3, rounds=2)
+    saved = json.loads(json.dumps(first.state_dict()))  # a checkpoint stores it as JSON
+    resumed = ParetoConfigSource.for_profiles(profiles, SPECS, seed=3)
+    assert [quant_key(c) for c in resumed.configs] != [quant_key(c) for c in first.configs]
+    resumed.load_state_dict(saved)
+    resumed.refine(200, toy.loss)
+    assert [quant_key(c) for c in resumed.configs] == [quant_key(c) for c in whole.configs]
+    assert json.dumps(resumed.history) == json.dumps(whole.history)
+    assert resumed.probe_evaluations == whole.probe_evaluations

@@ -76,6 +76,16 @@ class SpreadConfigSource:
             "history": self.history,
         }
 
+    def state_dict(self) -> dict:
+        """Everything `refine` changes (JSON-able): a checkpoint saves it so a resumed run draws the same sets."""
+        return self.to_dict() | {"reference": None if self._reference is None else list(self._reference)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.configs = [BitConfig.model_validate(c) for c in state["configs"]]
+        self.sensitivity = None if state["sensitivity"] is None else Sensitivity.from_dict(state["sensitivity"])
+        self.history = list(state["history"])
+        self._reference = None if state["reference"] is None else tuple(state["reference"])
+
     def reference(self, points: Sequence[Point]) -> Point:
         """Hypervolume reference, fixed at the first round so rounds compare (pass one to share it)."""
         if self._reference is None:
@@ -123,6 +133,13 @@ class ParetoConfigSource(SpreadConfigSource):
         self.candidates_per_round = candidates_per_round
         self.probe_sensitivity = probe_sensitivity
         self.probe_evaluations = 0
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"probe_evaluations": self.probe_evaluations}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.probe_evaluations = state["probe_evaluations"]
 
     def refine(self, step: int, score: Scorer) -> None:
         """Re-score the set with the current adapter, propose candidates, keep each bin's non-dominated ones.
