@@ -151,6 +151,39 @@ def test_rerun_after_an_interrupt_resumes_and_completes(tiny_build, tmp_path):
     assert manifest.bit_config is not None and _leftovers(out) == []
 
 
+RESUME_STEPS = "130"  # a refine round (step 100) and checkpoints at 50 and 100 before the end
+RUN_INDEPENDENT = ("validation.json", "report.html", "manifest.json", "manifest.json.sha256")  # hold latency
+
+
+def _steps(args: list[str], steps: str) -> list[str]:
+    return [steps if prev == "--steps" else a for prev, a in zip(["", *args], args)]
+
+
+@pytest.mark.slow  # three tiny builds of 130 steps
+def test_killed_mid_training_then_rerun_gives_the_uninterrupted_package(tiny_build, tmp_path):
+    """SIGTERM after the step-100 checkpoint (which holds the refined training set), then the same command:
+    the package equals an uninterrupted build's, file by file (sha256); files that record latency are
+    compared on everything but the latency."""
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main(_steps(tiny_build.args(whole), RESUME_STEPS)) == EXIT_OK
+    args = _steps(tiny_build.args(resumed), RESUME_STEPS)
+    build = Build(args, tmp_path / "stderr.txt")
+    ckpt = "checkpoints/step-000100/checkpoint.json"
+    run_dir = build.wait_for(
+        "the step-100 checkpoint", lambda: next((r for r in _runs(resumed) if (r / ckpt).exists()), None)
+    )
+    _assert_interrupted(build, build.interrupt(signal.SIGTERM), signal.SIGTERM, resumed)
+    assert not (run_dir / RUN_MANIFEST).exists(), "the signal arrived after training had finished"
+    assert main(args) == EXIT_OK
+    a, b = _files(whole / PROFILE), _files(resumed / PROFILE)
+    assert a.keys() == b.keys()
+    assert {k: v for k, v in a.items() if k not in RUN_INDEPENDENT} == {
+        k: v for k, v in b.items() if k not in RUN_INDEPENDENT
+    }
+    ma, mb = verify_package(whole / PROFILE), verify_package(resumed / PROFILE)
+    assert ma.model_dump(exclude={"latency", "files"}) == mb.model_dump(exclude={"latency", "files"})
+
+
 @pytest.mark.parametrize(
     "sig, previous",
     [(signal.SIGTERM, True), (signal.SIGINT, False)],

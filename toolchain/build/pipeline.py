@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+from tqdm.auto import tqdm
 
 from toolchain.build.device import BuildResult, DeviceContext, package_device
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
@@ -107,7 +108,8 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
         front_svg=(Path(s.out) / "search.svg").read_text(encoding="utf-8"),
     )
     variant = {"weights": "merged integers (CoA-LoRA)", "rank": run.settings.rank}
-    results = [package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)) for p in inputs.profiles]
+    devices = tqdm(inputs.profiles, desc="export + validate", unit="device", disable=not s.progress, dynamic_ncols=True)
+    results = [package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)) for p in devices]
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
     atomic_write_json(Path(s.out) / "summary.json", {"devices": summary})
