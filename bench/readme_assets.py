@@ -8,8 +8,8 @@ and the build's recorded wall time. Nothing in that block is typed by hand.
 
     python bench/readme_assets.py --compare bench/results/compare.json
 
-turns bench/compare.py's results into bench/results/compare.md (tables) and compare.png (accuracy vs size);
-the README is not touched in that mode.
+prints bench/compare.py's results as markdown tables (and which of issue 7's targets hold) and writes
+bench/results/compare.png (accuracy vs size); the README is not touched in that mode.
 """
 
 from __future__ import annotations
@@ -256,11 +256,11 @@ def compare_plot(result: dict, png: Path) -> Path:
 
 
 def compare_assets(path: Path) -> None:
+    """Print the tables and the targets' status (markdown), write the plot beside the JSON."""
     result = json.loads(path.read_text())
-    md = path.with_suffix(".md")
-    md.write_text(compare_table(result) + "\n\nIssue 7 targets:\n" + "\n".join(compare_targets(result)) + "\n")
-    compare_plot(result, path.with_suffix(".png"))
-    print(f"wrote {md} and {path.with_suffix('.png')}")
+    png = compare_plot(result, path.with_suffix(".png"))
+    print(compare_table(result) + "\n\nIssue 7 targets:\n" + "\n".join(compare_targets(result)))
+    print(f"\n(plot: {png})")
 
 
 def main() -> None:
@@ -274,10 +274,12 @@ def main() -> None:
         return
     if args.dist is None:
         parser.error("give DIST (a build's output) or --compare JSON")
+    (REPO / "docs").mkdir(exist_ok=True)
     errors = screenshot(args.dist / args.device / "report.html", REPO / "docs" / "report.png")
     if errors:
         raise SystemExit("console errors in the report:\n" + "\n".join(errors))
-    replace_block(REPO / "README.md", "results", results_table(args.dist))
+    shot = f"![The {args.device} report of this build](docs/report.png)"
+    replace_block(REPO / "README.md", "results", results_table(args.dist) + "\n\n" + shot)
     print(f"wrote docs/report.png and the README results table from {args.dist}")
 
 

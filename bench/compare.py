@@ -1,0 +1,345 @@
+"""edgeq against what a user would pick instead, measured side by side in onnxruntime (issue 7).
+
+Targets: every shipped profile (its edgeq package from `--packages`, built by `edgeq build`) and average
+budgets `--budgets` (logical bits per weight; the run's own search picks each configuration, symmetric
+per-channel, bits 2..8, INT2/INT4/INT8 containers at opset 25, int8 embedding table). For each target, on
+the run's test split, in onnxruntime with default optimizations:
+
+    edgeq            the package (profiles) / the run's merged integers exported the same way (budgets)
+    ptq_rtn          the same configuration, absmax round-to-nearest of the float fine-tune (no adapter)
+    ptq_mse          the same, MSE-clipped (the run's quantized base)
+    uniform_rtn      absmax RTN at the uniform bit-width nearest the configuration's average bits
+    naive_merge_rtn  a float side adapter (`--naive-run`, forward=branch) merged, then rounded again
+    per_config_lora  (`--per-config K`, lowest-bit targets first) LoRA trained on that configuration only,
+                     same settings and steps, merged the same way
+
+and once, on the float fine-tune's ONNX graph: onnxruntime quantize_dynamic (int8 per-channel) and
+MatMulNBitsQuantizer 4-bit (blocks 32 and 128, and HQQ block 128). Cost: the run's recorded stage timings
+and search time against the per-configuration runs' measured training time.
+
+    python bench/compare.py --packages dist [--run dist/.edgeq/run-KEY] [--per-config 1] \\
+        [--naive-run /tmp/edgeq-compare/naive] [--budgets 8 4 3 2.5 2.25] [--out bench/results/compare.json]
+
+A second invocation with the same run and packages resumes: measured entries are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+from adapter_common import machine_info, train_variant
+from compare_ort import EvalSet, float_onnx, measure, ort_baselines
+
+from toolchain.adapter import FixedConfigSource, ForwardMode, Run, TrainSettings, stages
+from toolchain.bitconfig import BitConfig, config_from_bits
+from toolchain.build.manifest import load_manifest
+from toolchain.build.stages import search_run
+from toolchain.exporters import export_model
+from toolchain.io import atomic_write_json
+from toolchain.profiles import Budget, DeviceProfile, default_profiles_dir, load_profiles
+from toolchain.quant.core import Scheme
+from toolchain.quant.model import Rounding, apply_quantized, quantize_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "compare.json"
+FLOAT_OPSET = 21
+PACKAGES_VERSIONS = ("torch", "transformers", "onnx", "onnxruntime", "onnx-ir", "onnxslim")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--packages", type=Path, required=True, help="an `edgeq build --out` directory")
+    p.add_argument("--run", type=Path, default=None, help="its trained run (default: the one in PACKAGES/.edgeq)")
+    p.add_argument("--profiles", type=Path, nargs="+", default=None, help="profile files or dirs (default: shipped)")
+    p.add_argument("--budgets", type=float, nargs="*", default=[8.0, 4.0, 3.0, 2.5, 2.25])
+    p.add_argument("--per-config", type=int, default=0, help="per-configuration LoRA fine-tunes to train")
+    p.add_argument("--naive-run", type=Path, default=None, help="a forward=branch run (trained there if absent)")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "edgeq-compare")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per latency median")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def find_run(packages: Path) -> Path:
+    runs = [d for d in sorted((packages / ".edgeq").glob("run-*")) if Run.is_complete(d)]
+    if len(runs) != 1:
+        raise SystemExit(f"{packages}/.edgeq: {len(runs)} finished runs; pass --run")
+    return runs[0]
+
+
+def budget_profile(budget: float) -> DeviceProfile:
+    """A synthetic device whose only limit is `budget` logical bits per weight."""
+    return DeviceProfile.model_validate(
+        {
+            "name": f"budget_{budget:g}".replace(".", "_"),
+            "description": f"average {budget:g} bits per weight, symmetric per-channel",
+            "budget": {"max_avg_bits": budget},
+            "weights": {"bits": [2, 3, 4, 5, 6, 7, 8], "containers": ["int2", "int4", "int8"]},
+            "onnx": {"opset": 25, "min_onnxruntime": "1.24"},
+            "embeddings": "int8",
+            "accuracy": {"max_drop": 100.0},
+        }
+    )
+
+
+def unbudgeted(profile: DeviceProfile) -> DeviceProfile:
+    """The profile without its budget: baselines (uniform bit-widths) may land just above it."""
+    return profile.model_copy(update={"budget": Budget(max_avg_bits=32.0)})
+
+
+def nearest_uniform(run: Run, profile: DeviceProfile, config: BitConfig) -> BitConfig:
+    """Symmetric per-channel, one bit-width the profile allows, average bits nearest `config`'s (ties: lower)."""
+    candidates = [
+        config_from_bits(run.specs, b, scheme=Scheme.SYMMETRIC, containers=profile.weights.container_for)
+        for b in profile.weights.bits
+        if profile.weights.container_for(b, Scheme.SYMMETRIC) is not None
+    ]
+    return min(candidates, key=lambda c: (abs(c.avg_bits - config.avg_bits), c.avg_bits))
+
+
+def targets(run: Run, args: argparse.Namespace, result: dict) -> list[dict]:
+    """Profiles (configuration from their package) and budgets (configuration from the run's search)."""
+    out = []
+    for p in load_profiles(args.profiles or [default_profiles_dir()]):
+        pkg = args.packages / p.name
+        if not (pkg / "manifest.json").is_file():
+            print(f"{pkg}: no package, skipped", flush=True)
+            continue
+        out.append({"name": p.name, "kind": "profile", "profile": p, "config": load_manifest(pkg).bit_config})
+    budgets = [budget_profile(b) for b in args.budgets]
+    stored = result.setdefault("budget_configs", {})
+    missing = [p for p in budgets if p.name not in stored]
+    if missing:
+        found = search_run(run, missing, seed=run.settings.seed, progress=False)
+        result.setdefault("budget_search_s", {})[" ".join(p.name for p in missing)] = round(found.seconds, 1)
+        for p in missing:
+            stored[p.name] = found.selection(p.name).config.model_dump(mode="json")
+    for p, b in zip(budgets, args.budgets):
+        out.append({"name": p.name, "kind": "budget", "budget": b, "profile": p, "config": BitConfig(**stored[p.name])})
+    return out
+
+
+def export_and_measure(model, target: dict, config: BitConfig, run: Run, ev: EvalSet, args, work: Path) -> dict:
+    path = work / "model.onnx"
+    try:
+        export_model(
+            model,
+            run.tokenizer,
+            unbudgeted(target["profile"]),
+            config,
+            path,
+            calibration_texts=run.splits.train.texts[:64],
+            max_length=run.settings.max_length,
+            float_path=work / "float.onnx",
+        )
+        return measure(path, ev, args.threads, args.repeats) | bits_of(config)
+    finally:
+        for f in work.glob("*.onnx*"):
+            f.unlink()
+
+
+def bits_of(config: BitConfig) -> dict:
+    return {
+        "avg_bits": round(config.avg_bits, 4),
+        "container_bits": round(config.container_bits_per_weight, 4),
+        "container_bytes": config.container_bytes,
+    }
+
+
+def method_models(run: Run, naive: Run | None, singles: dict[str, Run], target: dict) -> dict:
+    """Method -> (thunk building its torch model, its configuration); edgeq's profile rows use the package."""
+    config = target["config"]
+    uniform = nearest_uniform(run, target["profile"], config)
+    out = {
+        "ptq_rtn": (lambda: quantize_model(run.float_model(), config, Rounding.RTN), config),
+        "ptq_mse": (lambda: apply_quantized(run.float_model(), run.ptq_weights(config)), config),
+        "uniform_rtn": (lambda: quantize_model(run.float_model(), uniform, Rounding.RTN), uniform),
+    }
+    if target["kind"] == "budget":
+        out = {"edgeq": (lambda: run.quantized_model(config), config)} | out
+    if naive is not None:
+        out["naive_merge_rtn"] = (lambda: naive.quantized_model(config), config)
+    if config.digest() in singles:
+        out["per_config_lora"] = (lambda: singles[config.digest()].quantized_model(config), config)
+    return out
+
+
+def measure_target(run, naive, singles, target: dict, row: dict, ev: EvalSet, args, work: Path, save) -> dict:
+    config = target["config"]
+    row.update(name=target["name"], kind=target["kind"], budget=target.get("budget"), **bits_of(config))
+    methods = row.setdefault("methods", {})
+    if target["kind"] == "profile" and "edgeq" not in methods:
+        manifest = load_manifest(args.packages / target["name"])
+        methods["edgeq"] = measure(args.packages / target["name"] / "model.onnx", ev, args.threads, args.repeats)
+        methods["edgeq"] |= bits_of(config) | {"status": manifest.status, "manifest_accuracy": manifest.accuracy}
+        print(target["name"], "edgeq", short(methods["edgeq"]), flush=True)
+        save()
+    for name, (build, cfg) in method_models(run, naive, singles, target).items():
+        if name in methods and "error" not in methods[name]:
+            continue
+        try:
+            methods[name] = export_and_measure(build(), target, cfg, run, ev, args, work)
+            if name == "uniform_rtn":
+                methods[name]["uniform_bits"] = cfg.bits_vector()[0]
+        except Exception as exc:  # one failing baseline is recorded, the others still run
+            methods[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(target["name"], name, short(methods[name]), flush=True)
+        save()
+    return row
+
+
+def short(m: dict) -> dict:
+    keys = ("accuracy", "agreement", "kl", "file_bytes", "latency_ms", "error")
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in m.items() if k in keys}
+
+
+def train_singles(run: Run, target_list: list[dict], k: int, work: Path) -> tuple[dict[str, Run], list[dict]]:
+    """Per-configuration LoRA runs for the k lowest-bit distinct configurations (reused when finished)."""
+    ds = stages.read_dataset(run.run_dir / stages.DATA)
+    seen, singles, costs = set(), {}, []
+    for t in sorted(target_list, key=lambda t: t["config"].avg_bits):
+        digest = t["config"].digest()
+        if len(singles) >= k or digest in seen:
+            continue
+        seen.add(digest)
+        single, seconds = train_variant(
+            run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, work / f"per-config-{digest}", run.settings,
+            config_source=FixedConfigSource([t["config"]]), progress=True,
+        )  # fmt: skip
+        singles[digest] = single
+        costs.append({"target": t["name"], "this_call_s": round(seconds, 1), **stage_cost(single, "adapter")})
+    return singles, costs
+
+
+def naive_run(run: Run, path: Path | None, profiles: list[DeviceProfile]) -> tuple[Run | None, dict]:
+    """The float side-adapter run: loaded, or trained at `path` from the run's float stage, same source."""
+    if path is None:
+        return None, {}
+    if not Run.is_complete(path):
+        from toolchain.search import ParetoConfigSource
+
+        settings = TrainSettings.model_validate(run.settings.model_dump() | {"forward": ForwardMode.BRANCH})
+        source = ParetoConfigSource.for_profiles(profiles, run.specs, seed=run.settings.seed) if profiles else None
+        ds = stages.read_dataset(run.run_dir / stages.DATA)
+        train_variant(run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, path, settings, config_source=source)
+    naive = Run.load(path)
+    return naive, {"dir": str(path), "settings": naive.settings.model_dump(mode="json"), **stage_cost(naive, "adapter")}
+
+
+def stage_cost(run: Run, stage: str) -> dict:
+    t = run.info["timings_s"].get(stage, {})
+    return {f"{stage}_wall_s": t.get("wall_s"), f"{stage}_cpu_s": t.get("cpu_s")}
+
+
+def cost_summary(run: Run, packages: Path, n_devices: int, singles: list[dict]) -> dict:
+    """edgeq's training + search for all devices vs one and n_devices per-configuration fine-tunes.
+
+    Both sides share the float stages (fine-tune, teacher logits, quantized base); packaging (export and
+    validation) costs the same per device either way and is left out."""
+    t = run.info["timings_s"]
+    out: dict = {"run_stages": t}
+    search = json.loads((packages / "search.json").read_text()) if (packages / "search.json").is_file() else {}
+    build = json.loads((packages / "build.json").read_text()) if (packages / "build.json").is_file() else {}
+    out.update(search_s=search.get("seconds"), build_wall_s=build.get("wall_s"), per_config_runs=singles)
+    for kind in ("wall_s", "cpu_s"):
+        shared = sum(t[s][kind] for s in ("float_finetune", "float_logits", "quantized_base") if s in t)
+        search_s = (search.get("seconds") or 0.0) if kind == "wall_s" else 0.0
+        edgeq = shared + t["adapter"][kind] + search_s
+        per = [s[f"adapter_{kind}"] for s in singles if s.get(f"adapter_{kind}") is not None]
+        out[kind] = {"shared_float_stages": round(shared, 1), "edgeq_all_devices": round(edgeq, 1)}
+        if per:
+            one = shared + sum(per) / len(per)
+            out[kind] |= {
+                "per_config_one": round(one, 1),
+                "per_config_all_devices": round(shared + n_devices * sum(per) / len(per), 1),
+                "edgeq_over_one_per_config": round(edgeq / one, 3),
+            }
+    out["note"] = "cpu_s excludes the search (not timed in CPU seconds); wall_s includes it"
+    return out
+
+
+def versions() -> dict:
+    out = {}
+    for name in PACKAGES_VERSIONS:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def earlier(args: argparse.Namespace) -> dict:
+    if not args.out.is_file():
+        return {}
+    old = json.loads(args.out.read_text())
+    return old if (old.get("run"), old.get("packages")) == (str(args.run), str(args.packages)) else {}
+
+
+def reference_rows(run: Run, ev: EvalSet, args, result: dict, work: Path, save) -> None:
+    """The float ONNX graph and onnxruntime's own quantizers of it."""
+    ref = result.setdefault("reference", {"float_torch": run.info["float_test"]})
+    base = result.setdefault("ort_baselines", {})
+    if "float_onnx" in ref and all("accuracy" in base.get(k, {}) for k in ort_baselines(Path(), work)):
+        return
+    fp = work / "ref" / "float.onnx"
+    fp.parent.mkdir(parents=True, exist_ok=True)
+    float_onnx(run.float_model(), run.tokenizer, fp, FLOAT_OPSET)
+    if "float_onnx" not in ref:
+        ref["float_onnx"] = measure(fp, ev, args.threads, args.repeats)
+    for name, make in ort_baselines(fp, work / "ref").items():
+        if name in base and "error" not in base[name]:
+            continue
+        t0 = time.perf_counter()
+        try:
+            path = make()
+            seconds = round(time.perf_counter() - t0, 1)
+            base[name] = measure(path, ev, args.threads, args.repeats) | {"quantize_s": seconds}
+        except Exception as exc:  # e.g. HQQ missing from this onnxruntime: recorded, not fatal
+            base[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(name, short(base[name]), flush=True)
+        save()
+    shutil.rmtree(work / "ref")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.run = args.run or find_run(args.packages)
+    run = Run.load(args.run)
+    result = earlier(args) or {"run": str(args.run), "packages": str(args.packages), "rows": {}}
+    result |= {"budgets": args.budgets, "settings": run.settings.model_dump(mode="json"), "versions": versions()}
+
+    def save() -> None:
+        atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
+
+    test = run.splits.test
+    ev = EvalSet(run.tokenizer, test.texts, test.labels, run.float_logits("test"), run.settings.max_length)
+    work = args.work / "models"
+    work.mkdir(parents=True, exist_ok=True)
+    target_list = targets(run, args, result)
+    save()
+    reference_rows(run, ev, args, result, work, save)
+    singles, single_costs = train_singles(run, target_list, args.per_config, args.work)
+    profiles = [t["profile"] for t in target_list if t["kind"] == "profile"]
+    result["cost"] = cost_summary(run, args.packages, len(profiles), single_costs)
+    by_bits = sorted(target_list, key=lambda t: t["config"].avg_bits)  # low bits, where methods differ, first
+    for t in by_bits:  # measured entries are skipped (a second invocation resumes)
+        measure_target(run, None, singles, t, result["rows"].setdefault(t["name"], {}), ev, args, work, save)
+    naive, result["naive_run"] = naive_run(run, args.naive_run, profiles)
+    for t in by_bits:
+        measure_target(run, naive, singles, t, result["rows"][t["name"]], ev, args, work, save)
+    save()
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
