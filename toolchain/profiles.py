@@ -138,6 +138,8 @@ class DeviceProfile(_Strict):
     onnx: OnnxSpec
     activations: ActivationQuant = ActivationQuant.NONE
     embeddings: EmbeddingQuant = EmbeddingQuant.FLOAT
+    # the device may run a separate int8 low-rank branch beside the integer weights; not built yet: every
+    # package ships merged integers (the build records this in the manifest's `variant`)
     adapter_branch: bool = False
     accuracy: Accuracy
     _source: Path | None = PrivateAttr(default=None)  # the file it was loaded from, for messages
