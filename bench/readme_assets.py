@@ -8,8 +8,8 @@ and the build's recorded wall time. Nothing in that block is typed by hand.
 
     python bench/readme_assets.py --compare bench/results/compare.json
 
-prints bench/compare.py's results as markdown tables (and which of issue 7's targets hold) and writes
-bench/results/compare.png (accuracy vs size); the README is not touched in that mode.
+writes bench/compare.py's results as markdown tables (and which of issue 7's targets hold) into the README
+block between `<!-- compare -->` markers, and the plot bench/results/compare.png (accuracy vs size).
 """
 
 from __future__ import annotations
@@ -256,11 +256,13 @@ def compare_plot(result: dict, png: Path) -> Path:
 
 
 def compare_assets(path: Path) -> None:
-    """Print the tables and the targets' status (markdown), write the plot beside the JSON."""
+    """The tables and the targets' status (markdown) into the README's compare block, the plot beside the JSON."""
     result = json.loads(path.read_text())
-    png = compare_plot(result, path.with_suffix(".png"))
-    print(compare_table(result) + "\n\nIssue 7 targets:\n" + "\n".join(compare_targets(result)))
-    print(f"\n(plot: {png})")
+    png = compare_plot(result, path.with_suffix(".png")).resolve()
+    body = compare_table(result) + "\n\nTargets, checked from the JSON:\n\n" + "\n".join(compare_targets(result))
+    shown = png.relative_to(REPO) if png.is_relative_to(REPO) else png
+    replace_block(REPO / "README.md", "compare", f"{body}\n\n![accuracy against file size]({shown})")
+    print(body + f"\n\n(plot: {png}; README compare block replaced)")
 
 
 def main() -> None:
