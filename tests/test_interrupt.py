@@ -25,12 +25,13 @@ from toolchain.adapter import stages
 from toolchain.adapter.run import MANIFEST as RUN_MANIFEST
 from toolchain.build import pipeline
 from toolchain.build.package import verify_package
-from toolchain.cli import main
+from toolchain.cli import main, signals_interrupt
 from toolchain.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TERMINATED,
+    Interrupted,
     WriteError,
 )
 from toolchain.io import atomic_write_bytes, staged_dir
@@ -41,6 +42,18 @@ LEFTOVER_SUFFIXES = (".partial", ".tmp", ".old")
 
 
 # ---- helpers -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _terminal_signal_dispositions():
+    """SIGINT and SIGTERM as in a terminal. A suite started in the background (CI, nohup, `&`) inherits
+    SIGINT ignored, which edgeq rightly keeps ignored, and so would every build these tests start."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a Python handler: children start at SIG_DFL
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _files(root: Path, *, skip_state: bool = True) -> dict[str, str]:
@@ -338,3 +351,21 @@ def test_os_errors_from_the_machine_are_bad_input_others_bugs(monkeypatch, capsy
     assert ("Traceback" in err) == (code != EXIT_BAD_INPUT)
     if code == EXIT_BAD_INPUT:
         assert "/mnt/ro/dist: Read-only file system [EROFS]" in err
+
+
+class _HalfBuilt:
+    """Signals itself inside its constructor, so its destructor meets a half-built object (as tqdm's did)."""
+
+    def __init__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        self.pos = 0
+
+    def __del__(self):
+        self.pos  # noqa: B018  AttributeError when the constructor was cut short
+
+
+def test_destructor_noise_after_an_interrupt_stays_muted(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    with pytest.raises(Interrupted), signals_interrupt():
+        _HalfBuilt()
+    assert "Exception ignored" not in capsys.readouterr().err

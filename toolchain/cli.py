@@ -161,6 +161,10 @@ def signals_interrupt() -> Iterator[None]:
         nonlocal fired
         if not fired:
             fired = True
+            # the signal may land inside a constructor (a progress bar's, say): that half-built object's
+            # destructor then fails while the stack unwinds, or later; noise, not news, once we are stopping,
+            # so destructor errors stay muted from here on (the process is about to exit)
+            sys.unraisablehook = lambda _: None
             raise Interrupted(signum)
 
     wanted = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
