@@ -118,3 +118,15 @@ def export_float_graph(model: nn.Module, tokenizer, opset: int) -> onnx.ModelPro
     graph = _torch_export(model, tokenizer, min(opset, EXPORT_MAX_OPSET))
     graph = onnxslim.slim(graph)
     return convert_opset(graph, opset)
+
+
+def check_exportable(model: nn.Module, tokenizer, opset: int, source: object) -> None:
+    """BadInputError naming `source` unless the model's float graph exports: checked before any training,
+    so an architecture the exporter cannot trace fails in seconds, not after the fine-tune."""
+    try:
+        _torch_export(model, tokenizer, min(opset, EXPORT_MAX_OPSET))
+    except Exception as exc:  # the tracer and the exporter raise many kinds; all mean "not exportable"
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise BadInputError(
+            f"{source}: the exporter cannot trace this architecture ({kind}): {type(exc).__name__}: {exc}"
+        ) from exc

@@ -304,3 +304,19 @@ def test_bad_input(make, code, tiny_build, tmp_path, capsys, request):
     assert str(named) in err, f"stderr does not name {named}:\n{err}"
     assert "Traceback" not in err
     assert after == before, "a bad input changed files"
+
+
+def test_an_architecture_the_exporter_cannot_export_is_refused_early(monkeypatch, tiny_build, tmp_path, capsys):
+    """The float graph is exported once as a probe before any training; its failure is bad input naming the
+    model directory, and nothing is written."""
+    from toolchain.exporters import float_graph
+
+    def untraceable(*args, **kwargs):
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr(float_graph, "_torch_export", untraceable)
+    out = tmp_path / "dist"
+    assert main(tiny_build.args(out)) == 2
+    err = capsys.readouterr().err
+    assert f"{tiny_build.model}: the exporter cannot trace this architecture (bert): RuntimeError" in err
+    assert "Traceback" not in err and not out.exists()

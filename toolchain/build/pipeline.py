@@ -49,13 +49,16 @@ class Inputs:
 
 
 def check_inputs(s: BuildSettings) -> Inputs:
+    from toolchain.exporters.float_graph import check_exportable
     from toolchain.search import require_reachable
 
     profiles = profiles_or_default(s.profiles)
     dataset = load_dataset(s.data)
     model_dir = Path(s.model) if s.model else default_model_path()
-    specs = quantizable_layers(load_model(model_dir, dataset.label_names)[0])
+    model, tokenizer = load_model(model_dir, dataset.label_names)
+    specs = quantizable_layers(model)
     require_reachable(profiles, specs)  # a budget nothing can meet names the smallest achievable cost
+    check_exportable(model, tokenizer, min(p.onnx.opset for p in profiles), model_dir)
     return Inputs(profiles, model_dir, dataset, specs, model_sha256(model_dir))
 
 
