@@ -18,9 +18,7 @@ from pathlib import Path
 from toolchain.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TERMINATED,
     EdgeqError,
     Interrupted,
     describe_os_error,
@@ -100,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             _report(args.command, type(exc).__name__, str(exc).splitlines())
             return exc.exit_code
         except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM as Interrupted: staged outputs are already removed
-            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-            _report(args.command, f"interrupted by {signal.Signals(signum).name}", _intact(args))
-            return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+            stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+            _report(args.command, f"interrupted by {stop.signal_name}", _intact(args))
+            return stop.exit_code
         except OSError as exc:
             if not is_environment_error(exc):
                 return _internal_error(args.command)
