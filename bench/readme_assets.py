@@ -1,6 +1,8 @@
 """Regenerate the README's results from a finished build: the summary table and a report screenshot.
 
     python bench/readme_assets.py dist            # after `edgeq build --out dist`
+    python bench/readme_assets.py --fresh bench/results/fresh_clone_build.json   # its dist, plus the
+                                                  # whole README command's time (bench/fresh_clone_build.py)
 
 Writes docs/report.png (headless Chromium screenshot of one device report, Debian package `chromium`)
 and replaces the README block between `<!-- results -->` markers with a table made from dist/summary.json
@@ -89,7 +91,32 @@ def results_table(dist: Path) -> str:
             f"Build wall time: {build['wall_s'] / 60:.1f} min on {build['machine']} "
             f"(load average {build['load_average']:.1f} at the end)."
         )
+        if "stages" in build:
+            rows.append("")
+            rows.append(_stage_line(build["stages"]))
     return "\n".join(rows)
+
+
+def fresh_clone_line(fresh: dict) -> str:
+    """The README's first command, run verbatim in a fresh clone (bench/fresh_clone_build.py)."""
+    passed = sum(s == "passed" for s in fresh["devices"].values())
+    return (
+        f"The whole first command, run verbatim in a fresh clone at commit {fresh['commit']} (new `.venv`, "
+        f"installation included), took **{fresh['command_wall_s'] / 60:.1f} min** and exited "
+        f"{fresh['exit_code']}; {passed} of {len(fresh['devices'])} devices passed."
+    )
+
+
+def _stage_line(stages: dict) -> str:
+    """Where the build's time went, from build.json (seconds)."""
+    run = stages["training"]["run_stages"]
+    parts = ", ".join(f"{name.replace('_', ' ')} {t['wall_s']:.0f}" for name, t in run.items())
+    devices = stages.get("export_validate_wall_s", {})
+    return (
+        f"Stages, wall seconds: training {stages['training']['wall_s']:.0f} ({parts}); "
+        f"search {stages['search_wall_s']:.0f}; export + validate {sum(devices.values()):.0f} "
+        f"for {len(devices)} devices."
+    )
 
 
 def replace_block(readme: Path, marker: str, body: str) -> None:
@@ -268,20 +295,25 @@ def compare_assets(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dist", type=Path, nargs="?")
+    parser.add_argument("--fresh", type=Path, default=None, help="bench/fresh_clone_build.py's JSON (and its dist)")
     parser.add_argument("--device", default="rpi5", help="whose report to screenshot")
     parser.add_argument("--compare", type=Path, default=None, help="bench/compare.py's JSON: tables and plot only")
     args = parser.parse_args()
     if args.compare is not None:
         compare_assets(args.compare)
         return
+    fresh = json.loads(args.fresh.read_text()) if args.fresh else None
+    if fresh is not None:
+        args.dist = args.dist or Path(fresh["dist"])
     if args.dist is None:
-        parser.error("give DIST (a build's output) or --compare JSON")
+        parser.error("give DIST (a build's output), --fresh JSON or --compare JSON")
     (REPO / "docs").mkdir(exist_ok=True)
     errors = screenshot(args.dist / args.device / "report.html", REPO / "docs" / "report.png")
     if errors:
         raise SystemExit("console errors in the report:\n" + "\n".join(errors))
     shot = f"![The {args.device} report of this build](docs/report.png)"
-    replace_block(REPO / "README.md", "results", results_table(args.dist) + "\n\n" + shot)
+    lines = [results_table(args.dist)] + ([fresh_clone_line(fresh)] if fresh else []) + [shot]
+    replace_block(REPO / "README.md", "results", "\n\n".join(lines))
     print(f"wrote docs/report.png and the README results table from {args.dist}")
 
 

@@ -29,6 +29,15 @@ def test_digest_tracks_every_field_and_float_digest_only_the_float_stage():
     assert a.digest() != TrainSettings(alpha=3.0).digest()
     assert a.float_digest() == TrainSettings(alpha=3.0, steps=7).float_digest()
     assert a.float_digest() != TrainSettings(float_steps=7).float_digest()
+    assert a.float_digest() == TrainSettings(train_max_length=64).float_digest()  # the float stage trains at max_length
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "tokens"),
+    [({}, 96), ({"train_max_length": None}, 128), ({"max_length": 32}, 32), ({"train_max_length": 200}, 128)],
+)
+def test_training_length_never_exceeds_the_evaluation_length(kwargs, tokens):
+    assert TrainSettings(**kwargs).effective_train_length == tokens
 
 
 @pytest.mark.parametrize(

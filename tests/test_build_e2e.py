@@ -71,6 +71,12 @@ def test_build_writes_one_verified_package_per_profile(built, profiles_dir):
             assert (pkg / f).is_file(), f"{pkg / f} missing"
     assert (out / "index.html").is_file() and (out / "search.png").is_file()
     assert not list(out.glob(".*.partial")), "a staging directory was left behind"
+    record = json.loads((out / "build.json").read_text())
+    stages = record["stages"]
+    assert set(stages["export_validate_wall_s"]) == set(statuses)
+    assert {"float_finetune", "float_logits", "quantized_base", "adapter"} <= set(stages["training"]["run_stages"])
+    parts = stages["training"]["wall_s"] + stages["search_wall_s"] + sum(stages["export_validate_wall_s"].values())
+    assert 0 < parts <= record["wall_s"]
 
 
 def _ort_accuracy(pkg: Path, data: Path) -> float:

@@ -101,6 +101,25 @@ def test_bad_export_reports_every_failure_and_still_writes(setup, tmp_path):
     assert err.value.exit_code == 3 and err.value.failures == report.failures
 
 
+def test_fidelity_on_the_references_rows_accuracy_on_every_text(setup):
+    """A build computes the torch reference on the first texts only; accuracy still counts every text."""
+    reference = setup[3]
+    checks = _validate(setup, reference_logits=reference[:5]).to_dict()["checks"]
+    assert checks["fidelity"]["n_samples"] == 5 and checks["fidelity"]["exact"]["max_abs_diff"] <= 1e-4
+    assert checks["accuracy"]["n_samples"] == len(TEXTS) > 5
+    # a disagreement past the reference's rows is not a fidelity failure; inside them it is
+    wrong = reference.copy()
+    wrong[5:] = wrong[5:, ::-1]
+    assert _validate(setup, reference_logits=wrong[:5]).passed
+    assert not _validate(setup, reference_logits=wrong).passed
+
+
+def test_reference_with_more_rows_than_texts_is_refused(setup):
+    reference = setup[3]
+    with pytest.raises(ValueError, match=f"must cover 1..{len(TEXTS)} texts"):
+        _validate(setup, reference_logits=np.concatenate([reference, reference[:1]]))
+
+
 def test_evaluator_that_cannot_run_is_a_recorded_skip(setup, monkeypatch):
     class Broken:
         def __init__(self, model):

@@ -16,8 +16,8 @@ from toolchain.validators.result import result_dict
 
 BATCHES = (1, 8)
 SEQ_LEN = 128
-WARMUP = 3
-REPEATS = 20
+WARMUP = 2
+REPEATS = 10
 
 
 @dataclass(frozen=True)

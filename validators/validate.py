@@ -3,8 +3,9 @@
 Every check runs even when another fails or cannot run; the report (JSON) is written pass or fail, and
 raising is the caller's choice (`report.raise_if_failed()` -> ValidationFailedError, exit code 3).
 Reference logits and the float accuracy come from the caller (computed in torch on the torch twin of the
-export, `toolchain.exporters.twin_of`), so validation never imports training code. With static int8
-activations, the exact comparison runs on the weights-only view (validators.weights_view says why).
+export, `toolchain.exporters.twin_of`), so validation never imports training code. Accuracy runs on every
+text; fidelity on the texts the reference covers, its first rows (a build computes FIDELITY_SAMPLES). With
+static int8 activations, the exact comparison runs on the weights-only view (validators.weights_view says why).
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ class _Inputs:
     tolerance: float
     cross_check_samples: int
 
+    @property
+    def fidelity_texts(self) -> list[str]:
+        """The texts the reference logits cover: its first rows."""
+        return self.texts[: len(self.reference_logits)]
+
 
 @dataclass(frozen=True)
 class _Runs:
@@ -102,16 +108,16 @@ class _Runs:
 
 
 def _run_modes(path: Path, model: onnx.ModelProto, inp: _Inputs) -> _Runs:
-    def run(sess):
-        return runner.logits(sess, inp.tokenizer, inp.texts, inp.max_length)
+    def run(sess, texts):
+        return runner.logits(sess, inp.tokenizer, texts, inp.max_length)
 
     exact_sess = runner.session(path, runner.Mode.EXACT)
-    full_exact, device = run(exact_sess), run(runner.session(path, runner.Mode.DEVICE))
+    full_exact, device = run(exact_sess, inp.texts), run(runner.session(path, runner.Mode.DEVICE), inp.texts)
     view, n_pairs = strip_activation_qdq(model)
     if not n_pairs:
         return _Runs(full_exact, device, full_exact, exact_sess, model, 0)
     view_sess = runner.session(view.SerializeToString(), runner.Mode.EXACT)
-    return _Runs(full_exact, device, run(view_sess), view_sess, view, n_pairs)
+    return _Runs(full_exact, device, run(view_sess, inp.fidelity_texts), view_sess, view, n_pairs)
 
 
 def validate(
@@ -133,11 +139,14 @@ def validate(
 ) -> ValidationReport:
     """Check `onnx_path` against `profile`; write the report to `report_path` (validation.json beside it).
 
-    `reference_logits` (N, C): the torch twin's logits on `texts`, same order (`toolchain.exporters.twin_of`,
-    weights and embedding table as exported, activations in float); `float_reference_accuracy`: the float
-    model's accuracy on `texts`, in percent.
+    `reference_logits` (M, C), M <= N: the torch twin's logits on the first M of `texts`, same order
+    (`toolchain.exporters.twin_of`, weights and embedding table as exported, activations in float); fidelity
+    is judged on those M, accuracy on all N. `float_reference_accuracy`: the float model's accuracy on
+    `texts`, in percent.
     """
     path = Path(onnx_path)
+    if not 0 < len(reference_logits) <= len(texts):
+        raise ValueError(f"reference_logits has {len(reference_logits)} rows; it must cover 1..{len(texts)} texts")
     inp = _Inputs(
         tokenizer,
         texts,
@@ -185,14 +194,15 @@ def _runtime_checks(
     runs = _guard("onnxruntime", lambda: _run_modes(path, model, inp))
     if isinstance(runs, CheckError):
         return {"fidelity": runs, "accuracy": runs}
-    full = runs.full_exact if runs.pairs_bypassed else None
+    m = len(inp.reference_logits)
+    full = runs.full_exact[:m] if runs.pairs_bypassed else None
     cross_texts = inp.texts[: inp.cross_check_samples]
     return {
         "fidelity": _guard(
             "fidelity",
             lambda: check_fidelity(
-                runs.weights_exact,
-                runs.device,
+                runs.weights_exact[:m],
+                runs.device[:m],
                 inp.reference_logits,
                 inp.tolerance,
                 full_graph_exact=full,

@@ -61,7 +61,9 @@ class TrainSettings(BaseModel):
     version: Literal[1] = SETTINGS_VERSION
     seed: int = 0
     max_length: int = Field(default=128, ge=8, description="tokens at evaluation and deployment")
-    train_max_length: int | None = Field(default=None, ge=8, description="tokens in training; None: max_length")
+    train_max_length: int | None = Field(
+        default=96, ge=8, description="tokens in adapter training and its teacher's logits; None: max_length"
+    )
     batch_size: int = Field(default=16, ge=1, description="documents per optimizer step")
     # float fine-tune (the reference and the teacher)
     float_steps: int = Field(default=100, ge=0)
@@ -107,7 +109,10 @@ class TrainSettings(BaseModel):
 
     @property
     def effective_train_length(self) -> int:
-        return self.train_max_length or self.max_length
+        """The adapter trains on documents truncated here: 96 of 128 tokens cuts a fifth of its and its
+        teacher's time (OUT/build.json records each stage's). The float fine-tune, the reference, trains at
+        max_length: at 96 tokens it lost 2.5 points at 128 (95.73 vs 98.20 % on BBC News, one build each)."""
+        return min(self.train_max_length or self.max_length, self.max_length)
 
     def digest(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
@@ -118,7 +123,6 @@ class TrainSettings(BaseModel):
             "version",
             "seed",
             "max_length",
-            "train_max_length",
             "batch_size",
             "float_steps",
             "float_mode",

@@ -122,7 +122,7 @@ def float_stage(
         batch_size=s.batch_size,
         lr=s.float_lr,
         head_lr=s.head_lr,
-        max_length=s.effective_train_length,
+        max_length=s.max_length,  # the reference: trained at the length it is evaluated at
         seed=s.seed,
         mode=s.float_mode,
         on_step=on_step,

@@ -59,6 +59,7 @@ def package_device(
     """Export, validate and package one device, staged and renamed into OUT/<profile> when complete."""
     from toolchain.exporters import export_model, twin_of
     from toolchain.validators import validate
+    from toolchain.validators.fidelity import FIDELITY_SAMPLES
 
     run = ctx.run
     test = run.splits.test
@@ -76,7 +77,8 @@ def package_device(
             float_path=Path(scratch) / "float.onnx",
         )
         twin = twin_of(qmodel, export)  # the torch model computing exactly what the graph computes
-        reference = predict_logits(twin, run.tokenizer, test.texts, run.settings.max_length).numpy()
+        fidelity_texts = test.texts[:FIDELITY_SAMPLES]
+        reference = predict_logits(twin, run.tokenizer, fidelity_texts, run.settings.max_length).numpy()
         np.save(stage / REFERENCE_LOGITS, reference)  # lets `edgeq validate` re-check fidelity without torch
         report = validate(
             stage / "model.onnx",

@@ -72,13 +72,14 @@ def build(s: BuildSettings) -> list[BuildResult]:
     state = Path(s.out) / STATE_DIR
     require_writable(state, "--out")  # a state directory left by another user
     state.mkdir(parents=True, exist_ok=True)
+    stages: dict = {}
     try:
         with FileLock(state / "build.lock", timeout=0):
-            results = _build_locked(inputs, s, state)
+            results = _build_locked(inputs, s, state, stages)
     except Timeout as exc:
         raise BadInputError(f"{s.out}: another edgeq build is writing here (lock {state / 'build.lock'})") from exc
     print_results(results)
-    atomic_write_json(Path(s.out) / "build.json", _build_record(time.perf_counter() - t0))
+    atomic_write_json(Path(s.out) / "build.json", _build_record(time.perf_counter() - t0, stages))
     failed = [r.profile for r in results if not r.passed]
     if failed:
         raise ValidationFailedError(f"{name}: failed validation (see {s.out}/{name}/report.html)" for name in failed)
@@ -93,7 +94,9 @@ def run_dir_for(inputs: Inputs, s: BuildSettings, state: Path) -> Path:
     return state / f"run-{key}"
 
 
-def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildResult]:
+def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, stages: dict) -> list[BuildResult]:
+    """Train, search, package; fills `stages` with wall seconds per stage (training: as its run recorded)."""
+    t = time.perf_counter()
     run = train_run(
         inputs.model_dir,
         s.data,
@@ -103,7 +106,10 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
         profiles=inputs.profiles,
         progress=s.progress,
     )
+    stages["training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": run.info["timings_s"]}
+    t = time.perf_counter()
     result = search_run(run, inputs.profiles, seed=s.seed, progress=s.progress)
+    stages["search_wall_s"] = round(time.perf_counter() - t, 1)
     write_search(result, inputs.profiles, Path(s.out) / "search.json")
     ctx = DeviceContext(
         run=run,
@@ -112,7 +118,11 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
     )
     variant = {"weights": "merged integers (CoA-LoRA)", "rank": run.settings.rank}
     devices = tqdm(inputs.profiles, desc="export + validate", unit="device", disable=not s.progress, dynamic_ncols=True)
-    results = [package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)) for p in devices]
+    results = []
+    for p in devices:
+        t = time.perf_counter()
+        results.append(package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)))
+        stages.setdefault("export_validate_wall_s", {})[p.name] = round(time.perf_counter() - t, 1)
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
     atomic_write_json(Path(s.out) / "summary.json", {"devices": summary})
@@ -120,10 +130,14 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path) -> list[BuildRe
     return results
 
 
-def _build_record(wall_s: float) -> dict:
-    """How long this build took and where (the README's timing comes from here, not from memory)."""
+def _build_record(wall_s: float, stages: dict) -> dict:
+    """How long this build took, stage by stage, and where (the README's timing comes from here).
+
+    `stages["training"]["wall_s"]` is this build's time in training (seconds when the run was cached);
+    `run_stages` are the times the run recorded when it was trained."""
     return {
         "wall_s": round(wall_s, 1),
+        "stages": stages,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_average": os.getloadavg()[0],
     }

@@ -32,12 +32,12 @@ MetricsScorer = Callable[[BitConfig], Metrics]
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Evaluation budget of one search: on MiniLM with the 5 shipped profiles the defaults spend about 90
-    (7 sensitivity probes unless a sensitivity is given, about 30 seeds, 12 front, 8 local per profile)."""
+    """Evaluation budget of one search: on MiniLM with the 5 shipped profiles the defaults spend about 76
+    (7 sensitivity probes unless a sensitivity is given, about 30 seeds, 10 front, 6 local per profile)."""
 
     seed: int = 0
-    front_evals: int = 12  # NSGA-II children scored for the shared front, shared out over the profiles
-    local_evals: int = 8  # per profile, near its budget
+    front_evals: int = 10  # NSGA-II children scored for the shared front, shared out over the profiles
+    local_evals: int = 6  # per profile, near its budget
     lower_seeds: int = 1  # extra seeds per profile at budgets below its own
 
 
