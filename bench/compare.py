@@ -12,12 +12,14 @@ the run's test split, in onnxruntime with default optimizations:
     naive_merge_rtn  a float side adapter (`--naive-run`, forward=branch) merged, then rounded again
     per_config_lora  (`--per-config K`, lowest-bit targets first) LoRA trained on that configuration only,
                      same settings and steps, merged the same way
+    peqa_scales      (`--peqa K`, lowest-bit targets first) PEQA on that configuration only: the MSE-clipped
+                     integers frozen, only the per-channel scales trained (lr=0, no rounding residual)
 
 and once, on the float fine-tune's ONNX graph: onnxruntime quantize_dynamic (int8 per-channel) and
 MatMulNBitsQuantizer 4-bit (blocks 32 and 128, and HQQ block 128). Cost: the run's recorded stage timings
 and search time against the per-configuration runs' measured training time.
 
-    python bench/compare.py --packages dist [--run dist/.edgeq/run-KEY] [--per-config 1] \\
+    python bench/compare.py --packages dist [--run dist/.edgeq/run-KEY] [--per-config 1] [--peqa 1] \\
         [--naive-run /tmp/edgeq-compare/naive] [--budgets 8 4 3 2.5 2.25] [--out bench/results/compare.json]
 
 A second invocation with the same run and packages resumes: measured entries are kept.
@@ -60,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profiles", type=Path, nargs="+", default=None, help="profile files or dirs (default: shipped)")
     p.add_argument("--budgets", type=float, nargs="*", default=[8.0, 4.0, 3.0, 2.5, 2.25])
     p.add_argument("--per-config", type=int, default=0, help="per-configuration LoRA fine-tunes to train")
+    p.add_argument("--peqa", type=int, default=0, help="per-configuration PEQA (scales-only) tunings to train")
     p.add_argument("--naive-run", type=Path, default=None, help="a forward=branch run (trained there if absent)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "edgeq-compare")
     p.add_argument("--threads", type=int, default=2)
@@ -154,7 +157,7 @@ def bits_of(config: BitConfig) -> dict:
     }
 
 
-def method_models(run: Run, naive: Run | None, singles: dict[str, Run], target: dict) -> dict:
+def method_models(run: Run, naive: Run | None, singles: dict[str, dict[str, Run]], target: dict) -> dict:
     """Method -> (thunk building its torch model, its configuration); edgeq's profile rows use the package."""
     config = target["config"]
     uniform = nearest_uniform(run, target["profile"], config)
@@ -167,8 +170,9 @@ def method_models(run: Run, naive: Run | None, singles: dict[str, Run], target: 
         out = {"edgeq": (lambda: run.quantized_model(config), config)} | out
     if naive is not None:
         out["naive_merge_rtn"] = (lambda: naive.quantized_model(config), config)
-    if config.digest() in singles:
-        out["per_config_lora"] = (lambda: singles[config.digest()].quantized_model(config), config)
+    for method, runs in singles.items():
+        if config.digest() in runs:
+            out[method] = (lambda runs=runs: runs[config.digest()].quantized_model(config), config)
     return out
 
 
@@ -201,9 +205,20 @@ def short(m: dict) -> dict:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in m.items() if k in keys}
 
 
-def train_singles(run: Run, target_list: list[dict], k: int, work: Path) -> tuple[dict[str, Run], list[dict]]:
-    """Per-configuration LoRA runs for the k lowest-bit distinct configurations (reused when finished)."""
+# Per-configuration baselines: settings changed from the run's; each trains on one configuration only.
+SINGLE_METHODS = {
+    "per_config_lora": {},
+    "peqa_scales": {"lr": 0.0, "residual": False},  # A, B, mapper and head frozen: only the scales learn
+}
+
+
+def train_singles(
+    run: Run, target_list: list[dict], k: int, work: Path, method: str = "per_config_lora"
+) -> tuple[dict[str, Run], list[dict]]:
+    """`method` runs for the k lowest-bit distinct configurations (reused when finished)."""
     ds = stages.read_dataset(run.run_dir / stages.DATA)
+    settings = TrainSettings.model_validate(run.settings.model_dump() | SINGLE_METHODS[method])
+    prefix = "per-config" if method == "per_config_lora" else method
     seen, singles, costs = set(), {}, []
     for t in sorted(target_list, key=lambda t: t["config"].avg_bits):
         digest = t["config"].digest()
@@ -211,7 +226,7 @@ def train_singles(run: Run, target_list: list[dict], k: int, work: Path) -> tupl
             continue
         seen.add(digest)
         single, seconds = train_variant(
-            run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, work / f"per-config-{digest}", run.settings,
+            run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, work / f"{prefix}-{digest}", settings,
             config_source=FixedConfigSource([t["config"]]), progress=True,
         )  # fmt: skip
         singles[digest] = single
@@ -327,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     target_list = targets(run, args, result)
     save()
     reference_rows(run, ev, args, result, work, save)
-    singles, single_costs = train_singles(run, target_list, args.per_config, args.work)
+    lora, single_costs = train_singles(run, target_list, args.per_config, args.work)
+    peqa, peqa_costs = train_singles(run, target_list, args.peqa, args.work, "peqa_scales")
+    singles = {"per_config_lora": lora, "peqa_scales": peqa}
     profiles = [t["profile"] for t in target_list if t["kind"] == "profile"]
-    result["cost"] = cost_summary(run, args.packages, len(profiles), single_costs)
+    result["cost"] = cost_summary(run, args.packages, len(profiles), single_costs) | {"peqa_runs": peqa_costs}
     by_bits = sorted(target_list, key=lambda t: t["config"].avg_bits)  # low bits, where methods differ, first
     for t in by_bits:  # measured entries are skipped (a second invocation resumes)
         measure_target(run, None, singles, t, result["rows"].setdefault(t["name"], {}), ev, args, work, save)

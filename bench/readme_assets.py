@@ -134,6 +134,7 @@ COMPARE_METHODS = {
     "uniform_rtn": "uniform RTN",
     "naive_merge_rtn": "float adapter merged + RTN",
     "per_config_lora": "per-config LoRA",
+    "peqa_scales": "per-config PEQA (scales only)",
 }
 ORT_METHODS = {
     "ort_dynamic_int8_per_channel": "ORT quantize_dynamic int8 per-channel",

@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     source = SpreadConfigSource.for_profiles(profiles, refined.specs, seed=refined.settings.seed)
     ds = stages.read_dataset(refined.run_dir / stages.DATA)
     spread, spread_s = train_variant(
-        refined.run_dir / stages.FLOAT_DIR, ds, refined.run_dir, args.work / "spread", refined.settings,
+        refined.run_dir / stages.FLOAT_DIR,
+        ds,
+        refined.run_dir,
+        args.work / "spread",
+        refined.settings,
         config_source=source,
     )
     rows = []
@@ -61,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             "spread": r2(coa_metrics(spread, config, "test")),
         }
         rows.append(row)
-        print(json.dumps({k: row[k] for k in ("budget", "avg_bits")} | {
-            m: row[m]["accuracy"] for m in ("refined", "spread")
-        }), flush=True)
+        print(
+            json.dumps(
+                {k: row[k] for k in ("budget", "avg_bits")} | {m: row[m]["accuracy"] for m in ("refined", "spread")}
+            ),
+            flush=True,
+        )
 
     def mean(method: str, key: str, budget: float | None = None) -> float:
         return statistics.mean(r[method][key] for r in rows if budget is None or r["budget"] == budget)

@@ -116,7 +116,8 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def export_float_graph(model: nn.Module, tokenizer, opset: int) -> onnx.ModelProto:
     """The model's float graph at `opset`: inputs as `model_input_names`, output `logits` (batch, classes)."""
     graph = _torch_export(model, tokenizer, min(opset, EXPORT_MAX_OPSET))
-    graph = onnxslim.slim(graph)
+    # No shape inference: it took 2.1 of onnxslim's 2.6 s on MiniLM and changed one Unsqueeze, nothing else
+    graph = onnxslim.slim(graph, no_shape_infer=True)
     return convert_opset(graph, opset)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolchain.adapter import Grid, RandomConfigSource, Run, TrainSettings, make_config, train
+from toolchain.adapter import Grid, RandomConfigSource, Run, TrainSettings, make_config, stages, train
 from toolchain.adapter.checkpoint import latest_checkpoint
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import encode
@@ -159,6 +159,21 @@ def test_resume_gives_identical_integers(run, interrupted, tiny_model_path, tiny
     for config in _configs(run, 3):
         a, b = run.generate(config), resumed.generate(config)
         assert all(torch.equal(a[n].q, b[n].q) and torch.equal(a[n].scale, b[n].scale) for n in a)
+
+
+def test_scale_only_training_keeps_the_base_integers(run, tiny_model_path, tiny_data, tmp_path):
+    """lr=0 and no rounding residual is PEQA: the MSE-clipped integers stay, only the scales learn."""
+    for name in (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA):  # reuse the float stage
+        src = run.run_dir / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    s = TrainSettings.model_validate(SETTINGS.model_dump() | {"lr": 0.0, "residual": False, "steps": 10})
+    peqa = train(tiny_model_path, tiny_data, tmp_path, s, progress=False)
+    moved = 0
+    for config in _configs(peqa, 3):
+        got, base = peqa.generate(config), peqa.ptq_weights(config)
+        assert all(torch.equal(got[n].q, base[n].q) for n in got)
+        moved += sum(not torch.allclose(got[n].scale, base[n].scale) for n in got)
+    assert moved > 0
 
 
 def test_tampered_checkpoint_is_refused(interrupted, tiny_model_path, tiny_data, tmp_path):

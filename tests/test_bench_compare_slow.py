@@ -39,7 +39,7 @@ def test_compare_on_a_tiny_build(tmp_path, profiles_dir, bench_modules):
     args = ["build", "--profiles", str(profiles_dir), "--model", str(model), "--data", str(data)]
     assert edgeq([*args, "--out", str(dist), "--steps", "20"]) in (0, 3)  # 3: a device failed its tolerance
     out = tmp_path / "compare.json"
-    argv = ["--packages", str(dist), "--budgets", "4", "2.5", "--per-config", "1", "--repeats", "2"]
+    argv = ["--packages", str(dist), "--budgets", "4", "2.5", "--per-config", "1", "--peqa", "1", "--repeats", "2"]
     argv += ["--naive-run", str(tmp_path / "naive"), "--work", str(tmp_path / "work"), "--out", str(out)]
     assert compare.main(argv) == 0
 
@@ -52,6 +52,7 @@ def test_compare_on_a_tiny_build(tmp_path, profiles_dir, bench_modules):
             assert "error" not in m, (name, method, m)
             assert 0 <= m["accuracy"] <= 100 and m["file_bytes"] > 0 and set(m["latency_ms"]) == {"1", "8"}
     assert sum("per_config_lora" in r["methods"] for r in result["rows"].values()) >= 1
+    assert sum("peqa_scales" in r["methods"] for r in result["rows"].values()) >= 1
     base = result["ort_baselines"]
     assert {"ort_dynamic_int8_per_channel", "ort_matmul_nbits4_b32", "ort_matmul_nbits4_b128"} <= base.keys()
     assert all("error" not in base[k] for k in ("ort_dynamic_int8_per_channel", "ort_matmul_nbits4_b32"))

@@ -16,8 +16,8 @@ from toolchain.validators.result import result_dict
 
 BATCHES = (1, 8)
 SEQ_LEN = 128
-WARMUP = 2
-REPEATS = 10
+WARMUP = 1
+REPEATS = 6  # informational (no profile budgets latency); interleaved runs share the noise
 
 
 @dataclass(frozen=True)

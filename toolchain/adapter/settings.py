@@ -73,7 +73,9 @@ class TrainSettings(BaseModel):
     # configuration-aware adapter
     steps: int = Field(default=200, ge=0)
     rank: int = Field(default=8, ge=1, le=64)
-    lr: float = Field(default=1e-3, gt=0, description="A, B, the mapper and the head")
+    lr: float = Field(
+        default=1e-3, ge=0, description="A, B, the mapper and the head; 0 with residual=False: PEQA, scales only"
+    )
     scale_lr: float = Field(default=1e-3, ge=0, description="log-scales (PEQA); 0 keeps the MSE scales")
     alpha: float = Field(default=16.0, gt=0, description="delta = alpha * B Q(c) A, in `units`")
     units: DeltaUnits = DeltaUnits.STEP
