@@ -16,7 +16,10 @@ import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
 
+from toolchain.build.device import BuildResult
+from toolchain.build.manifest import load_manifest
 from toolchain.cli import main
+from toolchain.console import print_results
 from toolchain.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_VALIDATION_FAILED
 from toolchain.testing import tiny_model_dir, write_tiny_corpus
 
@@ -77,6 +80,15 @@ def test_build_writes_one_verified_package_per_profile(built, profiles_dir):
     assert {"float_finetune", "float_logits", "quantized_base", "adapter"} <= set(stages["training"]["run_stages"])
     parts = stages["training"]["wall_s"] + stages["search_wall_s"] + sum(stages["export_validate_wall_s"].values())
     assert 0 < parts <= record["wall_s"]
+
+
+def test_terminal_table_shows_every_devices_numbers(built, capsys):
+    out = built[0]
+    packages = sorted(p for p in out.iterdir() if (p / "manifest.json").is_file())
+    print_results([BuildResult(p.name, p, load_manifest(p)) for p in packages])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    assert len(rows) == len(packages)
+    assert all("n/a" not in row and "100.0" in row for row in rows)  # exact-mode top-1 agreement with torch
 
 
 def _ort_accuracy(pkg: Path, data: Path) -> float:

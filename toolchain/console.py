@@ -69,7 +69,7 @@ def print_results(results) -> None:
             _fmt(m.accuracy["onnx"], ".2f"),
             _fmt(m.accuracy["float_reference"], ".2f"),
             _fmt(exact.get("max_abs_diff"), ".1e"),
-            _fmt(exact.get("agreement"), ".1f"),
+            _fmt(exact.get("top1_agreement"), ".1f"),
             _fmt(lat.get("1"), ".1f"),
             _fmt(lat.get("8"), ".1f"),
             "[green]passed[/]" if r.passed else "[red]FAILED[/]",
