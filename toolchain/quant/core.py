@@ -191,7 +191,7 @@ def _clip_errors(
     """Squared error per group for each clipping ratio: (R, out, G).
 
     Computed in units of the step, scale^2 * sum((q - z - w / scale)^2), in place on one (R, out, G, gs)
-    temporary besides w / scale: the same rounding as quantize_with, a third of the memory traffic.
+    temporary besides w / scale: the same rounding as quantize_with, in fewer passes over memory.
     """
     qmin, qmax = int_range(bits, scheme)
     wf = w.float()
