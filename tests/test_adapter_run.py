@@ -13,7 +13,7 @@ import torch
 from toolchain.adapter import Grid, RandomConfigSource, Run, TrainSettings, make_config, stages, train
 from toolchain.adapter.checkpoint import latest_checkpoint
 from toolchain.errors import BadInputError, IntegrityError
-from toolchain.evaluate import encode
+from toolchain.evaluate import encode, predict_logits
 from toolchain.io import sha256_file
 from toolchain.quant.core import Scheme, int_range
 
@@ -115,6 +115,20 @@ def test_rank_outside_the_trained_range_is_refused(run):
 def test_score_reports_agreement_with_the_float_model(run):
     m = run.score(_configs(run, 1)[0], "test")
     assert 0 <= m.accuracy <= 100 and m.agreement is not None and m.kl is not None
+
+
+def test_validation_logits_are_computed_on_the_documents_asked_for(run):
+    assert "val" not in stages.load_logits(run.run_dir)  # the run stores train and test only
+    val = run.splits.val
+    rows = [3, 0, 5]
+    expected = predict_logits(run.float_model(), run.tokenizer, [val.texts[i] for i in rows], SETTINGS.max_length)
+    assert torch.equal(run.float_logits("val", rows), expected)
+    full = run.float_logits("val")
+    assert full.shape == (len(val.texts), len(run.label_names))
+    torch.testing.assert_close(full[rows], expected, atol=1e-5, rtol=0)  # other batches, other padding
+    assert torch.equal(run.float_logits("test", rows), run.float_logits("test")[rows])
+    with pytest.raises(BadInputError, match="'dev' is not one of train, val, test"):
+        run.float_logits("dev")
 
 
 class _Crash(RuntimeError):

@@ -11,6 +11,7 @@ from toolchain.config_source import ConfigSource
 from toolchain.profiles import load_profiles
 from toolchain.search.refine import ParetoConfigSource, SpreadConfigSource
 from toolchain.search.scoring import quant_key
+from toolchain.search.sensitivity import module_type
 from toolchain.search.spread import cost_range
 from toolchain.search.toy import ToyProblem, bert_like_specs
 
@@ -67,6 +68,14 @@ def test_refine_keeps_set_size_and_evaluation_budget(profiles):
         assert h["evaluations"] <= 12 + 8
         assert len(h["set"]) <= 12
     assert len(src.configs) == len(src.history[-1]["set"])
+
+
+def test_probing_by_module_type_shares_one_value_per_type(profiles):
+    src = _run(profiles, rounds=1, probe_group=module_type)
+    assert src.probe_evaluations == len({s.kind for s in SPECS}) + 1 < len(SPECS) + 1
+    values = dict(zip(src.sensitivity.names, src.sensitivity.values))
+    for kind in {s.kind for s in SPECS}:
+        assert len({values[s.name] for s in SPECS if s.kind == kind}) == 1
 
 
 def test_refinement_is_deterministic_and_history_is_json(profiles):

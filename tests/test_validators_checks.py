@@ -45,18 +45,35 @@ def test_fidelity_fails_on_tolerance_and_agreement_only_in_exact_mode():
     assert json.dumps(bad.to_dict())  # JSON-serialisable
 
 
-def test_accuracy_drop_uses_the_worse_mode():
-    labels = [0, 1, 1, 0]
-    exact = np.array([[1, 0], [0, 1], [0, 1], [1, 0]], np.float32)  # 100 %
-    device = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], np.float32)  # 75 %
-    assert accuracy(exact, labels) == 100.0 and accuracy(device, labels) == 75.0
-    res = check_accuracy(exact, device, labels, float_reference=100.0, max_drop=20.0)
-    assert res.drop == 25.0
+def test_accuracy_drop_adds_what_default_optimizations_cost_on_their_texts():
+    labels = [0, 1, 1, 0, 1, 0]
+    exact = np.array([[1, 0], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0]], np.float32)  # 5 of 6 right
+    device = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], np.float32)  # first 4 texts: 3 of 4 right
+    assert accuracy(device, labels[:4]) == 75.0
+    res = check_accuracy(exact, device, labels, float_reference=100.0, max_drop=40.0)
+    assert (res.n_samples, res.device_n_samples) == (6, 4)
+    assert res.exact == pytest.approx(500 / 6) and res.device == 75.0 and res.exact_on_device_texts == 100.0
+    assert res.device_cost == 25.0
+    assert res.drop == pytest.approx(100 / 6 + 25.0)
     assert res.failures == [
-        "accuracy: 25.00 points below the float reference 100.00 % (exact 100.00 %, device 75.00 %); "
-        "the profile allows 20"
+        "accuracy: 41.67 points below the float reference 100.00 % (exact 83.33 % on 6 texts; default "
+        "optimizations 75.00 % against exact 100.00 % on the first 4 texts); the profile allows 40"
     ]
-    assert check_accuracy(exact, device, labels, 100.0, 25.0).failures == []
+    assert check_accuracy(exact, device, labels, 100.0, 42.0).failures == []
+    assert json.dumps(res.to_dict())
+
+
+def test_accuracy_gained_by_default_optimizations_is_not_credited():
+    labels = [0, 1]
+    exact = np.array([[1, 0], [1, 0]], np.float32)  # 50 %
+    device = np.array([[1, 0], [0, 1]], np.float32)  # 100 %
+    res = check_accuracy(exact, device, labels, float_reference=100.0, max_drop=10.0)
+    assert res.device_cost == -50.0 and res.drop == 50.0
+
+
+def test_accuracy_refuses_more_default_optimization_rows_than_texts():
+    with pytest.raises(ValueError, match="3 default-optimization rows for 2 texts"):
+        check_accuracy(np.zeros((2, 2)), np.zeros((3, 2)), [0, 1], 100.0, 1.0)
 
 
 def _model(nodes, inits, opset=21):

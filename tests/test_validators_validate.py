@@ -102,11 +102,13 @@ def test_bad_export_reports_every_failure_and_still_writes(setup, tmp_path):
 
 
 def test_fidelity_on_the_references_rows_accuracy_on_every_text(setup):
-    """A build computes the torch reference on the first texts only; accuracy still counts every text."""
+    """A build computes the torch reference on the first texts only; exact-mode accuracy still counts every
+    text, default optimizations run on the reference's texts."""
     reference = setup[3]
     checks = _validate(setup, reference_logits=reference[:5]).to_dict()["checks"]
     assert checks["fidelity"]["n_samples"] == 5 and checks["fidelity"]["exact"]["max_abs_diff"] <= 1e-4
     assert checks["accuracy"]["n_samples"] == len(TEXTS) > 5
+    assert checks["accuracy"]["device_n_samples"] == 5
     # a disagreement past the reference's rows is not a fidelity failure; inside them it is
     wrong = reference.copy()
     wrong[5:] = wrong[5:, ::-1]

@@ -19,7 +19,7 @@ from toolchain.validators.result import result_dict
 
 DEFAULT_TOLERANCE = 1e-4
 # Texts a build computes the torch reference on (the first of the test split): the torch twin costs as
-# much as an onnxruntime pass per text. Accuracy still runs on every test text in both modes.
+# much as an onnxruntime pass per text. Exact-mode accuracy still runs on every test text.
 FIDELITY_SAMPLES = 128
 
 

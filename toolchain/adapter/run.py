@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -185,11 +186,20 @@ class Run:
         """A copy of the float fine-tuned model (its own head): the reference."""
         return copy.deepcopy(self._float)
 
-    def float_logits(self, split_name: str) -> torch.Tensor:
-        """Float reference logits on 'val' or 'test' (evaluation length) or 'train' (training length)."""
-        if split_name not in self._logits:
-            raise BadInputError(f"split: {split_name!r} is not one of {', '.join(self._logits)}")
-        return self._logits[split_name]
+    def float_logits(self, split_name: str, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Float reference logits on 'val' or 'test' (evaluation length) or 'train' (training length), on
+        every document of the split or on `rows` of it. 'val' is computed when first asked for (the run
+        stores train and test only: a build's search needs 56 of the 445)."""
+        if split_name in self._logits:
+            full = self._logits[split_name]
+            return full if rows is None else full[list(rows)]
+        if split_name != "val":
+            raise BadInputError(f"split: {split_name!r} is not one of train, val, test")
+        texts = self.splits.val.texts if rows is None else [self.splits.val.texts[i] for i in rows]
+        out = predict_logits(self._float, self.tokenizer, texts, self.settings.max_length)
+        if rows is None:
+            self._logits["val"] = out
+        return out
 
     def generate(self, bit_config: BitConfig, rank: int | None = None) -> dict[str, QuantizedWeight]:
         """Merged integers and scales of every layer for `bit_config` (no rounding after the merge)."""

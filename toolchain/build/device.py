@@ -145,6 +145,7 @@ def _accuracy(check: dict) -> dict[str, float | None]:
         "float_reference": check.get("float_reference"),
         "drop": check.get("drop"),
         "n_samples": check.get("n_samples"),
+        "n_samples_default_optimizations": check.get("device_n_samples"),  # the first test texts
     }
 
 

@@ -52,7 +52,7 @@ class Manifest(BaseModel):
     sizes: Sizes
     opset: int
     onnxruntime_version: str
-    accuracy: dict[str, float | None]  # onnxruntime test accuracy (both modes), float reference, drop
+    accuracy: dict[str, float | None]  # onnxruntime test accuracy per mode (and its texts), float reference, drop
     fidelity: dict[str, Any]
     latency: dict[str, Any]
     test_ids: list[str]

@@ -44,6 +44,7 @@ def train_run(
     from toolchain.adapter import train
     from toolchain.models import load_model, quantizable_layers
     from toolchain.search import ParetoConfigSource
+    from toolchain.search.sensitivity import module_type
 
     dataset = load_dataset(data)
     model_dir = Path(model) if model else default_model_path()
@@ -52,7 +53,7 @@ def train_run(
     source = None
     if profiles:
         specs = quantizable_layers(load_model(model_dir, dataset.label_names)[0])
-        source = ParetoConfigSource.for_profiles(profiles, specs, seed=seed)
+        source = ParetoConfigSource.for_profiles(profiles, specs, seed=seed, probe_group=module_type)
     run = train(model_dir, dataset, out, settings, config_source=source, progress=progress)
     if source is not None and source.history:
         atomic_write_json(Path(out).parent / f"{Path(out).name}.training_set.json", source.history)
@@ -109,7 +110,7 @@ def validation_scorer(run, n_docs: int):
     val = run.splits.val
     idx = round_robin(val.labels)[:n_docs]
     texts, labels = [val.texts[i] for i in idx], [val.labels[i] for i in idx]
-    reference = run.float_logits("val")[idx]
+    reference = run.float_logits("val", idx)
 
     def score(config: BitConfig):
         logits = predict_logits(run.quantized_model(config), run.tokenizer, texts, run.settings.max_length)

@@ -24,7 +24,7 @@ from toolchain.search.evolve import evolve
 from toolchain.search.local import local_search
 from toolchain.search.pareto import pareto_indices
 from toolchain.search.scoring import ScoreCache, error_of, quant_key, rank_key
-from toolchain.search.sensitivity import Sensitivity, loss_sensitivity
+from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, module_type
 from toolchain.search.space import Cost, Limit, SearchSpace, Variant, cost_of, genome_of, require_reachable
 
 MetricsScorer = Callable[[BitConfig], Metrics]
@@ -156,7 +156,7 @@ def select_configs(
     targets = [_Target(p, SearchSpace.from_profile(p, specs), Limit.of_profile(p, n)) for p in profiles]
     stages: dict[str, int] = {}
     sens = sensitivity or loss_sensitivity(
-        lambda c: error_of(cache(c)), SearchSpace.union([t.space for t in targets]), group=lambda s: s.kind
+        lambda c: error_of(cache(c)), SearchSpace.union([t.space for t in targets]), group=module_type
     )
     stages["sensitivity"] = cache.evaluations
     _shared_front(targets, sens, cache, settings, stages)
