@@ -190,6 +190,30 @@ def test_scale_only_training_keeps_the_base_integers(run, tiny_model_path, tiny_
     assert moved > 0
 
 
+class MeasuringSource(RandomConfigSource):
+    """The default source plus what a Pareto source measures at its first refinement: sensitivities."""
+
+    sensitivity = None
+
+    def refine(self, step, score):
+        from toolchain.search.sensitivity import Sensitivity
+
+        names = tuple(s.name for s in self.specs)
+        self.sensitivity = Sensitivity(names, tuple(float(i + 1) for i in range(len(names))), 3, "loss")
+
+
+def test_run_records_the_sensitivity_its_source_measured(run, tiny_model_path, tiny_data, tmp_path):
+    assert run.sensitivity is None  # the default source measures none
+    for name in (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA):  # reuse the float stage
+        src = run.run_dir / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    s = TrainSettings.model_validate(SETTINGS.model_dump() | {"steps": 12})
+    source = MeasuringSource(run.specs, SETTINGS.bits, SETTINGS.grids)
+    trained = train(tiny_model_path, tiny_data, tmp_path, s, config_source=source, progress=False)
+    assert trained.sensitivity == source.sensitivity.to_dict()
+    assert Run.load(tmp_path).sensitivity["values"][run.specs[-1].name] == len(run.specs)
+
+
 def test_tampered_checkpoint_is_refused(interrupted, tiny_model_path, tiny_data, tmp_path):
     run_dir = tmp_path / "r"
     shutil.copytree(interrupted, run_dir)

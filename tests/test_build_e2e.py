@@ -16,8 +16,11 @@ import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
 
+from toolchain.adapter.run import RUN_FORMAT
 from toolchain.build.device import BuildResult
+from toolchain.build.fingerprint import run_key
 from toolchain.build.manifest import load_manifest
+from toolchain.build.report import device_report
 from toolchain.cli import main
 from toolchain.console import print_results
 from toolchain.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_VALIDATION_FAILED
@@ -105,6 +108,21 @@ def _ort_accuracy(pkg: Path, data: Path) -> float:
     sess = ort.InferenceSession(str(pkg / "model.onnx"), so, providers=["CPUExecutionProvider"])
     logits = sess.run(None, {n: enc[n].astype(np.int64) for n in names})[0]
     return 100.0 * float((logits.argmax(-1) == np.array(labels)).mean())
+
+
+def test_report_names_the_texts_default_optimizations_ran_on(built):
+    m = load_manifest(built[0] / "rpi5")
+    acc = m.accuracy
+    assert acc["n_samples_default_optimizations"] == acc["n_samples"]  # a tiny test split: all of it
+    assert "default optimizations)" in device_report(m, None)
+    fewer = m.model_copy(update={"accuracy": acc | {"n_samples_default_optimizations": 5, "onnx_on_those_texts": 80.0}})
+    page = device_report(fewer, None)
+    assert "default optimizations, first 5 texts" in page and "optimizations off: 80.00 %" in page
+
+
+def test_run_key_changes_with_the_run_format():
+    """A run of an older format (another split order) is never reused as this format's cached run."""
+    assert run_key("m", "d", "{}", RUN_FORMAT) != run_key("m", "d", "{}", RUN_FORMAT - 1)
 
 
 def test_manifest_accuracy_reproduced_outside_edgeq(built, profiles_dir):

@@ -35,6 +35,9 @@ def test_bbc_news_split_sizes_and_strata(bbc: TextDataset) -> None:
     test_counts = Counter(bbc.label_names[y] for y in s.test.labels)
     for name, n in BBC_COUNTS.items():
         assert abs(test_counts[name] - 0.2 * n) <= 1
+    # prefixes are class-balanced: the fidelity texts (128), the search's validation documents (56)
+    assert sorted(Counter(s.test.labels[:128]).values()) == [25, 25, 26, 26, 26]
+    assert sorted(Counter(s.val.labels[:56]).values()) == [11, 11, 11, 11, 12]
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -159,6 +162,14 @@ def test_split_is_stratified_disjoint_covering(tiny_data: TextDataset) -> None:
         by_id = dict(zip(tiny_data.ids, zip(tiny_data.texts, tiny_data.labels)))
         assert all(by_id[i] == (t, y) for i, t, y in zip(part.ids, part.texts, part.labels))
         assert part.label_names == tiny_data.label_names
+
+
+def test_every_prefix_of_a_split_is_class_balanced(tiny_data: TextDataset) -> None:
+    s = split(tiny_data, seed=0)
+    for part in (s.train, s.val, s.test):
+        for k in range(1, len(part) + 1):
+            counts = Counter(part.labels[:k])
+            assert max(counts.values()) - min(counts.get(c, 0) for c in range(3)) <= 1
 
 
 def test_split_is_stable_under_a_seed(tiny_data: TextDataset) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from toolchain.search.constraints import check_constraints
 from toolchain.search.plot import plot_front
 from toolchain.search.scoring import beats, quant_key
 from toolchain.search.select import SearchSettings, select_configs
+from toolchain.search.sensitivity import Sensitivity
 from toolchain.search.toy import ToyProblem, bert_like_specs
 
 SPECS = bert_like_specs(2, 128, 256)  # 12 layers; per-channel scales cost 0.25 or 0.125 bits per weight
@@ -118,3 +120,28 @@ def test_tiny_model_end_to_end_with_post_training_quantization(
     plot_front(result, tmp_path / "front", chosen)
     assert svg.read_bytes() == first_svg  # no date, fixed ids: same result, same file
     assert b"rpi5" in first_svg
+
+
+def test_given_sensitivity_is_used_without_probing(profiles, toy_result):
+    toy, probed = toy_result
+    assert probed.stages["sensitivity"] == len({s.kind for s in SPECS}) + 1
+    given = Sensitivity(tuple(s.name for s in SPECS), tuple(range(1, len(SPECS) + 1)), 3, "loss")
+    result = select_configs(list(profiles.values()), SPECS, toy.metrics, sensitivity=given, settings=SETTINGS)
+    assert result.stages["sensitivity"] == 0 and result.sensitivity == given
+    for s in result.selections:
+        assert check_constraints(profiles[s.profile], s.config, SPECS) == []
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_build_search_starts_from_the_sensitivity_the_run_recorded(monkeypatch, profiles, recorded):
+    """search_run hands the training's measurement to the search (None: the search probes its own)."""
+    import toolchain.search
+    from toolchain.build import stages
+
+    given = Sensitivity(tuple(s.name for s in SPECS), (1.0,) * len(SPECS), 3, "loss")
+    seen = {}
+    monkeypatch.setattr(stages, "validation_scorer", lambda run, n_docs: None)
+    monkeypatch.setattr(toolchain.search, "select_configs", lambda *args, **kw: seen.update(kw))
+    run = SimpleNamespace(specs=SPECS, sensitivity=given.to_dict() if recorded else None)
+    stages.search_run(run, list(profiles.values()), progress=False)
+    assert seen["sensitivity"] == (given if recorded else None)

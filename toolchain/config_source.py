@@ -23,6 +23,9 @@ class ConfigSource(Protocol):
     (lower is better) of that configuration under the current adapter, on a fixed validation batch.
     A source with state may also define `state_dict() -> dict` (JSON-able) and `load_state_dict(dict)`;
     checkpoints then save and restore it, so a resumed run draws what an uninterrupted one would.
+    A source that measured per-layer sensitivities exposes them as `sensitivity` (an object with
+    `to_dict()`, or None); the finished run records them in its run.json and the per-device search starts
+    from them instead of probing the same configurations again.
     """
 
     def sample(self, rng: random.Random, k: int) -> list[BitConfig]: ...

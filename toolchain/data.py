@@ -1,7 +1,9 @@
 """Task data, offline: the bundled BBC News corpus, a CSV/JSONL file, or a folder of class subfolders.
 
 Every document gets a stable id (relative path or row id) so a package can list its test documents, and
-the train/validation/test split is stratified and seeded, hence reproducible on another machine.
+the train/validation/test split is stratified and seeded, hence reproducible on another machine. Each split
+is ordered one document per class in turn, so any prefix of it is class-balanced: the search's validation
+documents, the training's validation batch, the fidelity texts and the calibration texts are prefixes.
 """
 
 from __future__ import annotations
@@ -171,4 +173,18 @@ def split(ds: TextDataset, seed: int = 0, val: float = 0.1, test: float = 0.2) -
     train_idx, val_idx = train_test_split(
         rest, test_size=val / (1 - test), random_state=seed, stratify=rest_labels
     )
-    return Splits(ds.subset(sorted(train_idx)), ds.subset(sorted(val_idx)), ds.subset(sorted(test_idx)))
+    train_set, val_set, test_set = (
+        ds.subset(interleave_classes(sorted(i), ds.labels)) for i in (train_idx, val_idx, test_idx)
+    )
+    return Splits(train_set, val_set, test_set)
+
+
+def interleave_classes(idx: list[int], labels: list[int]) -> list[int]:
+    """`idx` ordered one per class in turn (classes by first appearance, each class in `idx` order), so
+    any prefix is (nearly) class-balanced. A dataset sorted by class has its first 128 test documents in
+    two of BBC News's five classes."""
+    by_class: dict[int, list[int]] = {}
+    for i in idx:
+        by_class.setdefault(labels[i], []).append(i)
+    queues = list(by_class.values())
+    return [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]

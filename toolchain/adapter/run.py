@@ -35,7 +35,7 @@ from toolchain.models import LayerSpec, quantizable_layers
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import apply_quantized
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: splits interleave classes (toolchain.data.split), so stored logits follow that order
 RUN_JSON, MANIFEST = "run.json", "manifest.json"
 
 
@@ -94,7 +94,8 @@ def train(
     if par.is_main:
         timer.record(run_dir, "adapter")
         atomic_write_bytes(run_dir / stages.ADAPTER, save(coa.trainable_state()))
-        _write_run_json(run_dir, s, specs, dataset.label_names)
+        sens = getattr(source, "sensitivity", None)
+        _write_run_json(run_dir, s, specs, dataset.label_names, None if sens is None else sens.to_dict())
         _write_manifest(run_dir)
     par.wait()
     return Run.load(run_dir)
@@ -119,7 +120,9 @@ def _build_coa(run_dir: Path, model: nn.Module, specs: list[LayerSpec], s: Train
         return CoAModel(model, specs, base, s)
 
 
-def _write_run_json(run_dir: Path, s: TrainSettings, specs: list[LayerSpec], label_names: list[str]) -> None:
+def _write_run_json(
+    run_dir: Path, s: TrainSettings, specs: list[LayerSpec], label_names: list[str], sensitivity: dict | None
+) -> None:
     logits = stages.load_logits(run_dir)
     ds = stages.read_dataset(run_dir / stages.DATA)
     test = split(ds, s.seed).test
@@ -130,6 +133,7 @@ def _write_run_json(run_dir: Path, s: TrainSettings, specs: list[LayerSpec], lab
         "specs": [vars(sp) for sp in specs],
         "float_test": metrics(logits["test"], test.labels).to_dict(),
         "timings_s": json.loads((run_dir / stages.TIMINGS).read_text()),
+        "sensitivity": sensitivity,  # what the config source measured during training (None: nothing)
     }
     atomic_write_json(run_dir / RUN_JSON, info)
 
@@ -176,6 +180,11 @@ class Run:
             raise IntegrityError([f"{run_dir / stages.ADAPTER}: unreadable: {exc}"]) from exc
         coa.load_trainable_state(state, str(run_dir / stages.ADAPTER))
         return cls(run_dir, s, info, split(ds, s.seed), model, tok, coa.eval(), stages.load_logits(run_dir))
+
+    @property
+    def sensitivity(self) -> dict | None:
+        """The per-layer sensitivities the training's config source measured (Sensitivity.to_dict), if any."""
+        return self.info.get("sensitivity")
 
     @property
     def float_accuracy(self) -> float:

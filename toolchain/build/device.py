@@ -146,6 +146,7 @@ def _accuracy(check: dict) -> dict[str, float | None]:
         "drop": check.get("drop"),
         "n_samples": check.get("n_samples"),
         "n_samples_default_optimizations": check.get("device_n_samples"),  # the first test texts
+        "onnx_on_those_texts": check.get("exact_on_device_texts"),  # optimizations off, same texts
     }
 
 

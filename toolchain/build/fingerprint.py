@@ -27,5 +27,6 @@ def dataset_sha256(ds: TextDataset) -> str:
     return h.hexdigest()
 
 
-def run_key(model_hash: str, data_hash: str, settings_json: str) -> str:
-    return hashlib.sha256(f"{model_hash}|{data_hash}|{settings_json}".encode()).hexdigest()[:16]
+def run_key(model_hash: str, data_hash: str, settings_json: str, run_format: int) -> str:
+    """A run of another format (another split order, other files) gets another directory."""
+    return hashlib.sha256(f"{model_hash}|{data_hash}|{settings_json}|{run_format}".encode()).hexdigest()[:16]

@@ -11,6 +11,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
+from toolchain.adapter.run import RUN_FORMAT
 from toolchain.build.device import BuildResult, DeviceContext, package_device
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
 from toolchain.build.report import index_report
@@ -90,7 +91,7 @@ def run_dir_for(inputs: Inputs, s: BuildSettings, state: Path) -> Path:
     """Cached run directory keyed by the model, the data and the training settings."""
     overrides = {"seed": s.seed} | ({"steps": s.steps} if s.steps is not None else {})
     settings = training_settings(inputs.profiles, **overrides)
-    key = run_key(inputs.model_hash, dataset_sha256(inputs.dataset), settings.model_dump_json())
+    key = run_key(inputs.model_hash, dataset_sha256(inputs.dataset), settings.model_dump_json(), RUN_FORMAT)
     return state / f"run-{key}"
 
 

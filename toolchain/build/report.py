@@ -99,6 +99,14 @@ def _page(title: str, body: str) -> str:
     )
 
 
+def _default_optimizations(acc: dict) -> str:
+    """Its accuracy, and exact mode's on the same texts when they are fewer than all."""
+    out = _num(acc.get("onnx_default_optimizations"), " %")
+    if _first(acc) and acc.get("onnx_on_those_texts") is not None:
+        out += f" (optimizations off: {_num(acc['onnx_on_those_texts'], ' %')})"
+    return out
+
+
 def _first(acc: dict) -> str:
     """', first M texts' when the default-optimizations accuracy covers fewer texts than exact mode's."""
     m = acc.get("n_samples_default_optimizations")
@@ -111,10 +119,7 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
     acc = m.accuracy
     metrics = [
         ("onnxruntime accuracy (test, optimizations off)", _num(acc["onnx"], " %")),
-        (
-            f"onnxruntime accuracy (default optimizations{_first(acc)})",
-            _num(acc.get("onnx_default_optimizations"), " %"),
-        ),
+        (f"onnxruntime accuracy (default optimizations{_first(acc)})", _default_optimizations(acc)),
         ("float reference accuracy", _num(acc["float_reference"], " %")),
         ("drop (allowed)", f"{_num(acc['drop'], ' pts')} ({m.profile['accuracy']['max_drop']} pts)"),
         ("logical bits / weight", f"{m.sizes.logical_bits_per_weight:.3f}"),

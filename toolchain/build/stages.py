@@ -87,11 +87,16 @@ SEARCH_DOCS = 56  # validation documents per score, classes interleaved: 1.4-1.8
 
 
 def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progress: bool = True):
-    """Best configuration per profile, scored with the trained adapter on a fixed validation subset."""
+    """Best configuration per profile, scored with the trained adapter on a fixed validation subset.
+
+    The sensitivities the run's training measured (by module type, the configurations the search would
+    probe) seed the search; a run without them is probed first (7 more scores on MiniLM)."""
     from tqdm.auto import tqdm
 
     from toolchain.search import SearchSettings, select_configs
+    from toolchain.search.sensitivity import Sensitivity
 
+    sensitivity = None if run.sensitivity is None else Sensitivity.from_dict(run.sensitivity)
     scorer = validation_scorer(run, SEARCH_DOCS)
     with tqdm(desc="search", unit="config", disable=not progress, dynamic_ncols=True) as bar:
 
@@ -100,17 +105,19 @@ def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progres
             bar.update(1)
             return out
 
-        return select_configs(profiles, run.specs, score, settings=SearchSettings(seed=seed))
+        return select_configs(
+            profiles, run.specs, score, sensitivity=sensitivity, settings=SearchSettings(seed=seed)
+        )
 
 
 def validation_scorer(run, n_docs: int):
-    """Metrics of a configuration's merged integers on `n_docs` validation documents, classes interleaved."""
+    """Metrics of a configuration's merged integers on the first `n_docs` validation documents (the split
+    interleaves classes, so they are class-balanced)."""
     from toolchain.evaluate import metrics, predict_logits
 
     val = run.splits.val
-    idx = round_robin(val.labels)[:n_docs]
-    texts, labels = [val.texts[i] for i in idx], [val.labels[i] for i in idx]
-    reference = run.float_logits("val", idx)
+    texts, labels = val.texts[:n_docs], val.labels[:n_docs]
+    reference = run.float_logits("val", range(len(texts)))
 
     def score(config: BitConfig):
         logits = predict_logits(run.quantized_model(config), run.tokenizer, texts, run.settings.max_length)
@@ -156,12 +163,3 @@ def export_device(run_dir: Path, profile_path: Path, bits_config: Path | None, o
     config = config_for(run, profile, bits_config)
     ctx = DeviceContext(run, f"fine-tuned model of {run.run_dir.name}", front_svg=None)
     return package_device(ctx, profile, config, {"weights": "merged integers (CoA-LoRA)"}, out)
-
-
-def round_robin(labels: list[int]) -> list[int]:
-    """Indices ordered one per class in turn, so any prefix is (nearly) class-balanced."""
-    by_class: dict[int, list[int]] = {}
-    for i, y in enumerate(labels):
-        by_class.setdefault(y, []).append(i)
-    queues = list(by_class.values())
-    return [q[k] for k in range(max(map(len, queues))) for q in queues if k < len(q)]
