@@ -42,6 +42,7 @@ from compare_ort import EvalSet, float_onnx, measure, ort_baselines
 
 from toolchain.adapter import FixedConfigSource, ForwardMode, Run, TrainSettings, stages
 from toolchain.bitconfig import BitConfig, config_from_bits
+from toolchain.build.device import CALIBRATION_TEXTS, calibration_texts
 from toolchain.build.manifest import load_manifest
 from toolchain.build.stages import search_run
 from toolchain.exporters import export_model
@@ -139,7 +140,7 @@ def export_and_measure(model, target: dict, config: BitConfig, run: Run, ev: Eva
             unbudgeted(target["profile"]),
             config,
             path,
-            calibration_texts=run.splits.train.texts[:64],
+            calibration_texts=calibration_texts(run.splits.train, CALIBRATION_TEXTS),
             max_length=run.settings.max_length,
             float_path=work / "float.onnx",
         )

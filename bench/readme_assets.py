@@ -287,7 +287,9 @@ def compare_assets(path: Path) -> None:
     """The tables and the targets' status (markdown) into the README's compare block, the plot beside the JSON."""
     result = json.loads(path.read_text())
     png = compare_plot(result, path.with_suffix(".png")).resolve()
-    body = compare_table(result) + "\n\nTargets, checked from the JSON:\n\n" + "\n".join(compare_targets(result))
+    machine = result.get("machine", {})
+    when = f"Measured at commit {machine.get('git_commit', '?')} on {machine.get('date', '?')[:10]}.\n\n"
+    body = when + compare_table(result) + "\n\nTargets, checked from the JSON:\n\n" + "\n".join(compare_targets(result))
     shown = png.relative_to(REPO) if png.is_relative_to(REPO) else png
     replace_block(REPO / "README.md", "compare", f"{body}\n\n![accuracy against file size]({shown})")
     print(body + f"\n\n(plot: {png}; README compare block replaced)")

@@ -164,9 +164,11 @@ def test_split_is_stratified_disjoint_covering(tiny_data: TextDataset) -> None:
         assert part.label_names == tiny_data.label_names
 
 
-def test_every_prefix_of_a_split_is_class_balanced(tiny_data: TextDataset) -> None:
+def test_every_prefix_of_val_and_test_is_class_balanced(tiny_data: TextDataset) -> None:
     s = split(tiny_data, seed=0)
-    for part in (s.train, s.val, s.test):
+    position = {doc_id: i for i, doc_id in enumerate(tiny_data.ids)}
+    assert [position[i] for i in s.train.ids] == sorted(position[i] for i in s.train.ids)  # dataset order
+    for part in (s.val, s.test):
         for k in range(1, len(part) + 1):
             counts = Counter(part.labels[:k])
             assert max(counts.values()) - min(counts.get(c, 0) for c in range(3)) <= 1
@@ -179,3 +181,12 @@ def test_split_is_stable_under_a_seed(tiny_data: TextDataset) -> None:
     assert _ids(reloaded.test) == _ids(a.test)
     assert _ids(split(tiny_data, seed=4).test) != _ids(a.test)
     assert _ids(split(tiny_data, seed=0).test) != _ids(a.test)
+
+
+def test_calibration_texts_take_every_class_in_turn(tiny_data: TextDataset) -> None:
+    from toolchain.build.device import calibration_texts
+
+    train = split(tiny_data, seed=0).train
+    label_of = dict(zip(train.texts, train.labels))
+    assert Counter(label_of[t] for t in calibration_texts(train, 6)) == {0: 2, 1: 2, 2: 2}
+    assert Counter(train.labels[:6]) == {0: 6}  # the first training texts are one class

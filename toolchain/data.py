@@ -1,9 +1,11 @@
 """Task data, offline: the bundled BBC News corpus, a CSV/JSONL file, or a folder of class subfolders.
 
 Every document gets a stable id (relative path or row id) so a package can list its test documents, and
-the train/validation/test split is stratified and seeded, hence reproducible on another machine. Each split
-is ordered one document per class in turn, so any prefix of it is class-balanced: the search's validation
-documents, the training's validation batch, the fidelity texts and the calibration texts are prefixes.
+the train/validation/test split is stratified and seeded, hence reproducible on another machine. Validation
+and test are ordered one document per class in turn, so any prefix of them is class-balanced: the search's
+validation documents, the training's validation batch and the fidelity texts are prefixes. Train keeps the
+dataset's order: its batches are shuffled per epoch, and reordering it re-draws every batch of the float
+fine-tune (interleaved, one build's float reference fell from 98.20 to 94.61 % on BBC News).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -170,16 +173,12 @@ def split(ds: TextDataset, seed: int = 0, val: float = 0.1, test: float = 0.2) -
     idx = list(range(len(ds)))
     rest, test_idx = train_test_split(idx, test_size=test, random_state=seed, stratify=ds.labels)
     rest_labels = [ds.labels[i] for i in rest]
-    train_idx, val_idx = train_test_split(
-        rest, test_size=val / (1 - test), random_state=seed, stratify=rest_labels
-    )
-    train_set, val_set, test_set = (
-        ds.subset(interleave_classes(sorted(i), ds.labels)) for i in (train_idx, val_idx, test_idx)
-    )
-    return Splits(train_set, val_set, test_set)
+    train_idx, val_idx = train_test_split(rest, test_size=val / (1 - test), random_state=seed, stratify=rest_labels)
+    val_set, test_set = (ds.subset(interleave_classes(sorted(i), ds.labels)) for i in (val_idx, test_idx))
+    return Splits(ds.subset(sorted(train_idx)), val_set, test_set)
 
 
-def interleave_classes(idx: list[int], labels: list[int]) -> list[int]:
+def interleave_classes(idx: Sequence[int], labels: Sequence[int]) -> list[int]:
     """`idx` ordered one per class in turn (classes by first appearance, each class in `idx` order), so
     any prefix is (nearly) class-balanced. A dataset sorted by class has its first 128 test documents in
     two of BBC News's five classes."""

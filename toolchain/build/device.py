@@ -17,9 +17,12 @@ from toolchain.build.manifest import REFERENCE_LOGITS, Manifest, Sizes, Tokenize
 from toolchain.build.package import hash_files, write_manifest
 from toolchain.build.report import device_report
 from toolchain.build.sizes import size_breakdown
+from toolchain.data import interleave_classes
 from toolchain.evaluate import predict_logits
 from toolchain.io import atomic_write_text, staged_dir
 from toolchain.profiles import DeviceProfile
+
+CALIBRATION_TEXTS = 64  # training texts whose activation ranges static int8 activations are calibrated on
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def package_device(
             profile,
             config,
             stage / "model.onnx",
-            calibration_texts=run.splits.train.texts[:64],
+            calibration_texts=calibration_texts(run.splits.train, CALIBRATION_TEXTS),
             max_length=run.settings.max_length,
             float_path=Path(scratch) / "float.onnx",
         )
@@ -97,6 +100,11 @@ def package_device(
         manifest = manifest.model_copy(update={"files": hash_files(stage)})
         write_manifest(stage, manifest)
     return BuildResult(profile.name, final, manifest)
+
+
+def calibration_texts(train, n: int) -> list[str]:
+    """The first `n` training texts, one per class in turn (train keeps the dataset's order, by class)."""
+    return [train.texts[i] for i in interleave_classes(range(len(train)), train.labels)[:n]]
 
 
 def _manifest(ctx, profile, config, variant, export, report, stage: Path) -> Manifest:
