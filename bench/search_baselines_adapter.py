@@ -1,0 +1,137 @@
+"""Each profile's chosen configuration against its baselines, scored with a build's trained adapter (issue 5).
+
+Reads a build's run and its `search.json`, then for every profile: checks the choice against the profile
+with `check_constraints` (independent of the search code), and scores the uniform configuration of the same
+or larger cost, the best feasible uniform one and the best of `--random` random feasible ones with the same
+scorer the search used (the adapter's merged integers on the build's validation documents). The search
+picked its choice on those documents, so beating a baseline there is partly selection; every configuration
+is therefore scored on the test split too, which neither the search nor the baselines saw.
+
+    python bench/search_baselines_adapter.py --dist dist [--random 20] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from adapter_common import machine_info, r2
+
+from toolchain.adapter import Run
+from toolchain.bitconfig import BitConfig
+from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, validation_scorer
+from toolchain.io import atomic_write_json
+from toolchain.search import (
+    ScoreCache,
+    beats,
+    best_feasible_uniform,
+    best_random,
+    check_constraints,
+    cost_of,
+    quant_key,
+    uniform_at_least,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "search_baselines_adapter.json"
+
+
+def _run_dir(dist: Path) -> Path:
+    runs = sorted((dist / ".edgeq").glob("run-*/"))
+    if len(runs) != 1:
+        raise SystemExit(f"{dist}/.edgeq: expected one run directory, found {len(runs)}")
+    return runs[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dist", type=Path, required=True, help="an `edgeq build --out` directory")
+    p.add_argument("--random", type=int, default=20, help="random feasible configurations per profile")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    run = Run.load(_run_dir(args.dist))
+    search = json.loads((args.dist / "search.json").read_text())
+    profiles = profiles_or_default(None)
+    val = ScoreCache(validation_scorer(run, SEARCH_DOCS))
+    test: dict[str, dict] = {}
+
+    def on_test(config: BitConfig) -> dict:
+        key = quant_key(config)
+        if key not in test:
+            test[key] = r2(run.score(config, "test").to_dict())
+        return test[key]
+
+    rows = []
+    for prof in profiles:
+        sel = next(s for s in search["selections"] if s["profile"] == prof.name)
+        chosen = BitConfig.model_validate(sel["config"])
+        chosen_val = val(chosen)
+        baselines = {
+            "uniform_at_least": uniform_at_least(prof, run.specs, val, cost_of(chosen)),
+            "feasible_uniform": best_feasible_uniform(prof, run.specs, val),
+            "best_random": best_random(prof, run.specs, val, n=args.random, seed=args.seed),
+        }
+        row = {
+            "profile": prof.name,
+            "constraint_problems": check_constraints(prof, chosen, run.specs),
+            "chosen": {"avg_bits": chosen.avg_bits, "val": r2(chosen_val.to_dict()), "test": on_test(chosen)},
+        }
+        for kind, b in baselines.items():
+            if b is None:
+                row[kind] = None
+                continue
+            same = quant_key(b.config) == quant_key(chosen)
+            row[kind] = {
+                "avg_bits": b.config.avg_bits,
+                "evaluated": b.evaluated,
+                "same_as_chosen": same,
+                "val": r2(b.metrics.to_dict()),
+                "test": on_test(b.config),
+                "chosen_beats_on_val": same or beats(chosen_val, b.metrics),
+                "chosen_test_minus_baseline": round(
+                    row["chosen"]["test"]["accuracy"] - on_test(b.config)["accuracy"], 2
+                ),
+            }
+        rows.append(row)
+        print(_line(row), flush=True)
+    out = {
+        "dist": str(args.dist),
+        "run": str(run.run_dir),
+        "search_docs": SEARCH_DOCS,
+        "random": args.random,
+        "float_test_accuracy": run.float_accuracy,
+        "rows": rows,
+        "validation_scores": val.evaluations,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "machine": machine_info(args.threads),
+    }
+    atomic_write_json(args.out, out)
+    print(f"wrote {args.out} ({out['seconds']} s, {val.evaluations} validation scores)")
+    return 0
+
+
+def _line(row: dict) -> str:
+    chosen = row["chosen"]
+    parts = [f"{row['profile']}: chosen {chosen['avg_bits']:.3f} bits, test {chosen['test']['accuracy']}"]
+    for kind in ("uniform_at_least", "feasible_uniform", "best_random"):
+        b = row[kind]
+        if b is None:
+            parts.append(f"{kind} none")
+        else:
+            parts.append(
+                f"{kind} {b['avg_bits']:.3f} bits test {b['test']['accuracy']} "
+                f"(beats on val: {b['chosen_beats_on_val']}, test diff {b['chosen_test_minus_baseline']:+.2f})"
+            )
+    problems = row["constraint_problems"]
+    return "; ".join(parts) + (f"; CONSTRAINT PROBLEMS {problems}" if problems else "; constraints ok")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
