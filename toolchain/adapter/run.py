@@ -35,7 +35,7 @@ from toolchain.models import LayerSpec, quantizable_layers
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import apply_quantized
 
-RUN_FORMAT = 2  # 2: splits interleave classes (toolchain.data.split), so stored logits follow that order
+RUN_FORMAT = 2  # 2: validation and test interleave classes (toolchain.data.split); stored logits follow
 RUN_JSON, MANIFEST = "run.json", "manifest.json"
 
 
@@ -198,7 +198,7 @@ class Run:
     def float_logits(self, split_name: str, rows: Sequence[int] | None = None) -> torch.Tensor:
         """Float reference logits on 'val' or 'test' (evaluation length) or 'train' (training length), on
         every document of the split or on `rows` of it. 'val' is computed when first asked for (the run
-        stores train and test only: a build's search needs 56 of the 445)."""
+        stores train and test only: a build's search needs 56 of BBC News's 223)."""
         if split_name in self._logits:
             full = self._logits[split_name]
             return full if rows is None else full[list(rows)]

@@ -105,9 +105,7 @@ def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progres
             bar.update(1)
             return out
 
-        return select_configs(
-            profiles, run.specs, score, sensitivity=sensitivity, settings=SearchSettings(seed=seed)
-        )
+        return select_configs(profiles, run.specs, score, sensitivity=sensitivity, settings=SearchSettings(seed=seed))
 
 
 def validation_scorer(run, n_docs: int):
