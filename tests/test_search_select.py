@@ -145,3 +145,17 @@ def test_build_search_starts_from_the_sensitivity_the_run_recorded(monkeypatch, 
     run = SimpleNamespace(specs=SPECS, sensitivity=given.to_dict() if recorded else None)
     stages.search_run(run, list(profiles.values()), progress=False)
     assert seen["sensitivity"] == (given if recorded else None)
+
+
+def test_build_search_scores_with_the_scorer_it_is_given(monkeypatch, profiles):
+    import toolchain.search
+    from toolchain.build import stages
+
+    calls = []
+    seen = {}
+    monkeypatch.setattr(stages, "validation_scorer", lambda run, n_docs: pytest.fail("default scorer built"))
+    monkeypatch.setattr(toolchain.search, "select_configs", lambda *args, **kw: seen.update(score=args[2]))
+    run = SimpleNamespace(specs=SPECS, sensitivity=None)
+    stages.search_run(run, list(profiles.values()), progress=False, scorer=calls.append)
+    seen["score"]("config")
+    assert calls == ["config"]

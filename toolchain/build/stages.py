@@ -86,18 +86,19 @@ def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str],
 SEARCH_DOCS = 56  # validation documents per score, classes interleaved: 1.4-1.8 s per score on 2 cores
 
 
-def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progress: bool = True):
+def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progress: bool = True, scorer=None):
     """Best configuration per profile, scored with the trained adapter on a fixed validation subset.
 
     The sensitivities the run's training measured (by module type, the configurations the search would
-    probe) seed the search; a run without them is probed first (7 more scores on MiniLM)."""
+    probe) seed the search; a run without them is probed first (7 more scores on MiniLM). `scorer` replaces
+    the default `validation_scorer(run, SEARCH_DOCS)` (benches wrap it to record what was scored)."""
     from tqdm.auto import tqdm
 
     from toolchain.search import SearchSettings, select_configs
     from toolchain.search.sensitivity import Sensitivity
 
     sensitivity = None if run.sensitivity is None else Sensitivity.from_dict(run.sensitivity)
-    scorer = validation_scorer(run, SEARCH_DOCS)
+    scorer = scorer or validation_scorer(run, SEARCH_DOCS)
     with tqdm(desc="search", unit="config", disable=not progress, dynamic_ncols=True) as bar:
 
         def score(config: BitConfig):

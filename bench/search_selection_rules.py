@@ -1,0 +1,109 @@
+"""Would another ranking of the search's scores pick better configurations? (issue 5, selection noise)
+
+Replays a build's search (deterministic: same run, profiles and seed give the same scores; checked against
+the build's search.json), records every configuration it scored on the validation documents, scores each
+on the test split as well, and then, per profile and among its feasible scored configurations, compares
+what each ranking rule picks by its test accuracy, next to the best test accuracy in that pool.
+
+    python bench/search_selection_rules.py --dist dist [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from adapter_common import machine_info, r2
+from search_baselines_adapter import _run_dir
+
+from toolchain.adapter import Run
+from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, search_run, validation_scorer
+from toolchain.io import atomic_write_json
+from toolchain.search import Limit, SearchSpace, quant_key
+
+RESULTS = Path(__file__).resolve().parent / "results" / "search_selection_rules.json"
+
+RULES = {  # key on validation metrics, lowest first
+    "accuracy, then KL (the search's rank_key)": lambda m: (-m["accuracy"], m["kl"]),
+    "KL only": lambda m: m["kl"],
+    "agreement with float, then KL": lambda m: (-m["agreement"], m["kl"]),
+    "accuracy points + KL (error_of)": lambda m: (100 - m["accuracy"]) + m["kl"],
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dist", type=Path, required=True, help="an `edgeq build --out` directory")
+    p.add_argument("--seed", type=int, default=0, help="the build's --seed")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    run = Run.load(_run_dir(args.dist))
+    profiles = profiles_or_default(None)
+    scored: dict[str, tuple] = {}
+    val = validation_scorer(run, SEARCH_DOCS)
+
+    def recording(config):
+        m = val(config)
+        scored[quant_key(config)] = (config, m)
+        return m
+
+    result = search_run(run, profiles, seed=args.seed, progress=False, scorer=recording)
+    built = {s["profile"]: s["key"] for s in json.loads((args.dist / "search.json").read_text())["selections"]}
+    replayed = {s.profile: quant_key(s.config) for s in result.selections}
+    if replayed != built:
+        raise SystemExit(f"the replayed search chose {replayed}, the build {built}: not the same search")
+    pool = []
+    for k, (config, m) in scored.items():
+        pool.append(
+            {"key": k, "config": config, "val": r2(m.to_dict()), "test": r2(run.score(config, "test").to_dict())}
+        )
+        print(
+            f"{len(pool)}/{len(scored)} {config.avg_bits:.3f} bits: "
+            f"val {m.accuracy:.2f} test {pool[-1]['test']['accuracy']:.2f}",
+            flush=True,
+        )
+    n = sum(s.out_features * s.in_features for s in run.specs)
+    rows = []
+    for prof in profiles:
+        space, limit = SearchSpace.from_profile(prof, run.specs), Limit.of_profile(prof, n)
+        feasible = [r for r in pool if (a := space.adopt(r["config"])) is not None and limit.admits(a)]
+        row = {
+            "profile": prof.name,
+            "feasible_scored": len(feasible),
+            "best_test": max(r["test"]["accuracy"] for r in feasible),
+        }
+        for name, key in RULES.items():
+            pick = min(feasible, key=lambda r: key(r["val"]))
+            row[name] = {"key": pick["key"], "avg_bits": pick["config"].avg_bits, "test": pick["test"]}
+        rows.append(row)
+    means = {name: statistics.mean(r[name]["test"]["accuracy"] for r in rows) for name in RULES}
+    means["best in the pool (oracle)"] = statistics.mean(r["best_test"] for r in rows)
+    out = {
+        "dist": str(args.dist),
+        "search_docs": SEARCH_DOCS,
+        "scored": len(pool),
+        "rows": rows,
+        "mean_test_accuracy": {k: round(v, 3) for k, v in means.items()},
+        "pool": [{k: v for k, v in r.items() if k != "config"} | {"avg_bits": r["config"].avg_bits} for r in pool],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "machine": machine_info(args.threads),
+    }
+    atomic_write_json(args.out, out)
+    for r in rows:
+        picks = "; ".join(f"{name}: {r[name]['test']['accuracy']:.2f} @ {r[name]['avg_bits']:.3f}" for name in RULES)
+        print(f"{r['profile']} ({r['feasible_scored']} feasible): {picks}; best in pool {r['best_test']:.2f}")
+    print("mean test accuracy:", json.dumps(out["mean_test_accuracy"]))
+    print(f"wrote {args.out} ({out['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
