@@ -316,6 +316,7 @@ RAW_CASES = [
     ("duplicate key", b"name: rpi5\nname: other\n", "invalid YAML at line 2, column 1: duplicate key 'name'"),
     ("python object tag", b"name: !!python/object:builtins.dict {}\n", "could not determine a constructor"),
     ("unbuildable float tag", b"name: !!float abc\n", "invalid YAML: a tagged value cannot be built"),
+    ("empty float tag", b"name: !!float ''\n", "invalid YAML: a tagged value cannot be built"),
     ("unbuildable timestamp", b"name: !!timestamp 2020-13-45\n", "a tagged value cannot be built"),
     ("deep nesting", b"name: " + b"[" * 5000 + b"]" * 5000 + b"\n", "invalid YAML: nested too deeply"),
 ]

@@ -249,7 +249,7 @@ def _read_yaml(path: Path) -> Any:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise BadInputError(f"{path}: invalid YAML{at}: {getattr(exc, 'problem', None) or exc}") from exc
-    except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # PyYAML on e.g. `!!float abc`
+    except (ValueError, TypeError, AttributeError, OverflowError, IndexError) as exc:  # `!!float abc`, `!!float ''`
         raise BadInputError(f"{path}: invalid YAML: a tagged value cannot be built: {exc}") from exc
     except RecursionError as exc:
         raise BadInputError(f"{path}: invalid YAML: nested too deeply") from exc
