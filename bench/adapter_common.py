@@ -50,6 +50,14 @@ def machine_info(threads: int) -> dict:
     }
 
 
+def find_run(dist: Path, hint: str = "") -> Path:
+    """The one finished training run of an `edgeq build --out` directory (`hint`: what to do when not one)."""
+    runs = [d for d in sorted((dist / ".edgeq").glob("run-*")) if Run.is_complete(d)]
+    if len(runs) != 1:
+        raise SystemExit(f"{dist}/.edgeq: {len(runs)} finished runs{hint}")
+    return runs[0]
+
+
 def float_stage_run(model_dir: Path, ds: TextDataset, root: Path, settings: TrainSettings) -> Path:
     """A run with 0 adapter steps: float fine-tune, logits and quantized base, reusable by variants."""
     run_dir = root / f"float-{settings.float_digest()}-{settings.model_copy(update={'steps': 0}).digest()}"

@@ -37,7 +37,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
-from adapter_common import machine_info, train_variant
+from adapter_common import find_run, machine_info, train_variant
 from compare_ort import EvalSet, float_onnx, measure, ort_baselines
 
 from toolchain.adapter import FixedConfigSource, ForwardMode, Run, TrainSettings, stages
@@ -70,13 +70,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per latency median")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
-
-
-def find_run(packages: Path) -> Path:
-    runs = [d for d in sorted((packages / ".edgeq").glob("run-*")) if Run.is_complete(d)]
-    if len(runs) != 1:
-        raise SystemExit(f"{packages}/.edgeq: {len(runs)} finished runs; pass --run")
-    return runs[0]
 
 
 def budget_profile(budget: float) -> DeviceProfile:
@@ -328,7 +321,7 @@ def reference_rows(run: Run, ev: EvalSet, args, result: dict, work: Path, save) 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.run = args.run or find_run(args.packages)
+    args.run = args.run or find_run(args.packages, "; pass --run")
     run = Run.load(args.run)
     result = earlier(args) or {"run": str(args.run), "packages": str(args.packages), "rows": {}}
     result |= {"budgets": args.budgets, "settings": run.settings.model_dump(mode="json"), "versions": versions()}

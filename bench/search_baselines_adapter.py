@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from adapter_common import machine_info, r2
+from adapter_common import find_run, machine_info, r2
 
 from toolchain.adapter import Run
 from toolchain.bitconfig import BitConfig
@@ -39,13 +39,6 @@ from toolchain.search import (
 RESULTS = Path(__file__).resolve().parent / "results" / "search_baselines_adapter.json"
 
 
-def _run_dir(dist: Path) -> Path:
-    runs = sorted((dist / ".edgeq").glob("run-*/"))
-    if len(runs) != 1:
-        raise SystemExit(f"{dist}/.edgeq: expected one run directory, found {len(runs)}")
-    return runs[0]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dist", type=Path, required=True, help="an `edgeq build --out` directory")
@@ -56,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    run = Run.load(_run_dir(args.dist))
+    run = Run.load(find_run(args.dist))
     search = json.loads((args.dist / "search.json").read_text())
     profiles = profiles_or_default(None)
     val = ScoreCache(validation_scorer(run, SEARCH_DOCS))

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from adapter_common import machine_info, r2
-from search_baselines_adapter import _run_dir
+from adapter_common import find_run, machine_info, r2
 
 from toolchain.adapter import Run
 from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, search_run, validation_scorer
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    run = Run.load(_run_dir(args.dist))
+    run = Run.load(find_run(args.dist))
     profiles = profiles_or_default(None)
     scored: dict[str, tuple] = {}
     val = validation_scorer(run, SEARCH_DOCS)

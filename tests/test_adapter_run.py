@@ -175,11 +175,16 @@ def test_resume_gives_identical_integers(run, interrupted, tiny_model_path, tiny
         assert all(torch.equal(a[n].q, b[n].q) and torch.equal(a[n].scale, b[n].scale) for n in a)
 
 
+def _copy_float_stage(run: Run, run_dir: Path) -> None:
+    """Seed `run_dir` with `run`'s float model, logits, quantized base and data: training skips them."""
+    for name in (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA):
+        src = run.run_dir / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, run_dir / name)
+
+
 def test_scale_only_training_keeps_the_base_integers(run, tiny_model_path, tiny_data, tmp_path):
     """lr=0 and no rounding residual is PEQA: the MSE-clipped integers stay, only the scales learn."""
-    for name in (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA):  # reuse the float stage
-        src = run.run_dir / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    _copy_float_stage(run, tmp_path)
     s = TrainSettings.model_validate(SETTINGS.model_dump() | {"lr": 0.0, "residual": False, "steps": 10})
     peqa = train(tiny_model_path, tiny_data, tmp_path, s, progress=False)
     moved = 0
@@ -204,9 +209,7 @@ class MeasuringSource(RandomConfigSource):
 
 def test_run_records_the_sensitivity_its_source_measured(run, tiny_model_path, tiny_data, tmp_path):
     assert run.sensitivity is None  # the default source measures none
-    for name in (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA):  # reuse the float stage
-        src = run.run_dir / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    _copy_float_stage(run, tmp_path)
     s = TrainSettings.model_validate(SETTINGS.model_dump() | {"steps": 12})
     source = MeasuringSource(run.specs, SETTINGS.bits, SETTINGS.grids)
     trained = train(tiny_model_path, tiny_data, tmp_path, s, config_source=source, progress=False)

@@ -32,8 +32,9 @@ MetricsScorer = Callable[[BitConfig], Metrics]
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Evaluation budget of one search: on MiniLM with the 5 shipped profiles the defaults spent 74 (7
-    sensitivity probes unless a sensitivity is given, about 30 seeds, 10 front, up to 6 local per profile)."""
+    """Evaluation budget of one search: on MiniLM with the 5 shipped profiles the defaults spent 67-74 (7
+    sensitivity probes unless a sensitivity is given, as a build's is; about 30 seeds, 10 front, up to 6
+    local per profile)."""
 
     seed: int = 0
     front_evals: int = 10  # NSGA-II children scored for the shared front, shared out over the profiles
