@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from toolchain.adapter import Grid, RandomConfigSource, Run, TrainSettings, make_config, stages, train
 from toolchain.adapter.checkpoint import latest_checkpoint
+from toolchain.adapter.run import RUN_FORMAT
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import encode, predict_logits
 from toolchain.io import sha256_file
@@ -238,6 +240,15 @@ def test_edited_or_truncated_run_file_is_refused_by_name(run, tmp_path, victim):
     f.write_bytes(f.read_bytes()[:-10])
     with pytest.raises(IntegrityError, match=victim.replace(".", r"\.")):
         Run.load(run_dir)
+
+
+def test_run_of_an_older_format_is_refused_with_what_to_do(run, tmp_path):
+    old = tmp_path / "r"
+    shutil.copytree(run.run_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps(manifest | {"format": RUN_FORMAT - 1}))
+    with pytest.raises(BadInputError, match=f"format {RUN_FORMAT - 1}, this edgeq reads {RUN_FORMAT}; train the run"):
+        Run.load(old)
 
 
 def test_run_directory_of_other_settings_is_refused(run, tiny_model_path, tiny_data):

@@ -57,7 +57,10 @@ def verify_manifest(run_dir: Path) -> None:
     except (OSError, json.JSONDecodeError) as exc:
         raise IntegrityError([f"{path}: unreadable run manifest: {exc}"]) from exc
     if manifest.get("format") != RUN_FORMAT:
-        raise BadInputError(f"{path}: format {manifest.get('format')!r}, this edgeq reads {RUN_FORMAT}")
+        raise BadInputError(
+            f"{path}: format {manifest.get('format')!r}, this edgeq reads {RUN_FORMAT}; train the run again "
+            "(`edgeq build` keys its cached runs by format and trains a new one)"
+        )
     bad = file_problems(run_dir, manifest["files"], path)
     if bad:
         raise IntegrityError(bad)
