@@ -12,6 +12,11 @@ and the build's recorded wall time. Nothing in that block is typed by hand.
 
 writes bench/compare.py's results as markdown tables (and which of issue 7's targets hold) into the README
 block between `<!-- compare -->` markers, and the plot bench/results/compare.png (accuracy vs size).
+
+    python bench/readme_assets.py --branch bench/results/adapter_branch.json
+
+writes bench/adapter_branch.py's table (integer merge, merge-then-round and the int8 branch at equal
+budgets) into the block between `<!-- branch -->` markers.
 """
 
 from __future__ import annotations
@@ -112,9 +117,15 @@ def _stage_line(stages: dict) -> str:
     run = stages["training"]["run_stages"]
     parts = ", ".join(f"{name.replace('_', ' ')} {t['wall_s']:.0f}" for name, t in run.items())
     devices = stages.get("export_validate_wall_s", {})
+    branch = ""
+    if "branch_training" in stages:
+        branch = (
+            f"adapter-branch run {stages['branch_training']['wall_s']:.0f} and its choice "
+            f"{stages['branch_search_wall_s']:.0f}; "
+        )
     return (
         f"Stages, wall seconds: training {stages['training']['wall_s']:.0f} ({parts}); "
-        f"search {stages['search_wall_s']:.0f}; export + validate {sum(devices.values()):.0f} "
+        f"search {stages['search_wall_s']:.0f}; {branch}export + validate {sum(devices.values()):.0f} "
         f"for {len(devices)} devices."
     )
 
@@ -295,15 +306,44 @@ def compare_assets(path: Path) -> None:
     print(body + f"\n\n(plot: {png}; README compare block replaced)")
 
 
+def branch_table(result: dict) -> str:
+    """bench/adapter_branch.py's rows: test accuracy of each method at each budget, and the branch's rank."""
+
+    def cell(e: dict | None) -> str:
+        if e is None:
+            return "no rank fits"
+        rank = f" (rank {e['branch_rank']}: {e['branch_bits']:.3f} of the bits)" if e["branch_rank"] else ""
+        return f"{e['test']['accuracy']:.2f} % at {e['avg_bits']:.3f} bits{rank}"
+
+    machine = result.get("machine", {})
+    lines = [
+        f"Measured at commit {machine.get('git_commit', '?')} on {machine.get('date', '?')[:10]}; "
+        f"float reference {result['float_test_accuracy']:.2f} %; test split, which no choice saw.",
+        "",
+        "| budget (bits) | integer merge | merge-then-round | int8 branch | the build would ship |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        cells = [cell(r["integer_merge"]), cell(r["merge_then_round"]), cell(r["int8_branch"])]
+        lines.append(f"| {r['budget']:g} | " + " | ".join(cells) + f" | {r['build_would_ship']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dist", type=Path, nargs="?")
     parser.add_argument("--fresh", type=Path, default=None, help="bench/fresh_clone_build.py's JSON (and its dist)")
     parser.add_argument("--device", default="rpi5", help="whose report to screenshot")
     parser.add_argument("--compare", type=Path, default=None, help="bench/compare.py's JSON: tables and plot only")
+    parser.add_argument("--branch", type=Path, default=None, help="bench/adapter_branch.py's JSON: its table only")
     args = parser.parse_args()
     if args.compare is not None:
         compare_assets(args.compare)
+        return
+    if args.branch is not None:
+        body = branch_table(json.loads(args.branch.read_text()))
+        replace_block(REPO / "README.md", "branch", body)
+        print(body + "\n\n(README branch block replaced)")
         return
     fresh = json.loads(args.fresh.read_text()) if args.fresh else None
     if fresh is not None:

@@ -136,7 +136,7 @@ def _quantized_graph(float_graph, model, tokenizer, weights, req: _Request) -> _
     lift_constants(qmodel.graph)
     dense = {n: w.dequantize().numpy() for n, w in weights.items()}
     sites: dict[str, WeightSite] = locate_weights(qmodel.graph, dense)
-    layer_tensors = rewrite_weights(qmodel, sites, weights, dict(req.bit_config.layers))
+    layer_tensors = rewrite_weights(qmodel, sites, weights, req.bit_config.stored_layers())
     emb_tensors, qparams = [], {}
     if req.profile.embeddings is EmbeddingQuant.INT8:
         emb_tensors = quantize_word_embeddings(qmodel, word_embedding_table(model), req.profile.onnx.opset)

@@ -74,6 +74,21 @@ def weight_problems(name: str, lb: LayerBits, qw: QuantizedWeight | None) -> lis
     return out
 
 
+def branch_problems(profile: DeviceProfile, bit_config: BitConfig, weights: dict[str, QuantizedWeight]) -> list[str]:
+    """An adapter branch needs a profile that allows one, and the model's int8 factors at its rank."""
+    if bit_config.branch_rank is None:
+        return []
+    out = []
+    if not profile.adapter_branch:
+        out.append(
+            f"bit config: branch_rank: {bit_config.branch_rank}: profile {profile.name!r} does not allow an "
+            "adapter branch (adapter_branch: false)"
+        )
+    for name, lb in bit_config.branch_layers().items():
+        out += weight_problems(name, lb, weights.get(name))
+    return out
+
+
 def export_problems(
     profile: DeviceProfile,
     bit_config: BitConfig,
@@ -85,7 +100,8 @@ def export_problems(
     for name, lb in bit_config.layers.items():
         problems += layer_problems(name, lb, profile)
         problems += weight_problems(name, lb, weights.get(name))
-    extra = sorted(set(weights) - set(bit_config.layers))
+    problems += branch_problems(profile, bit_config, weights)
+    extra = sorted(set(weights) - set(bit_config.stored_layers()))
     if extra:
         problems.append(f"bit config: quantized layers of the model missing from the config: {extra}")
     if profile.activations is ActivationQuant.INT8_STATIC and not has_calibration:

@@ -157,3 +157,29 @@ def test_load_missing_file_and_directory(tmp_path: Path) -> None:
     for path in (tmp_path / "nope.json", tmp_path):
         with pytest.raises(BadInputError, match=f"{path}: cannot read bit config"):
             BitConfig.load(path)
+
+
+def test_adapter_branch_costs_by_hand():
+    """Rank 2 beside a 4 x 64 layer: down (2, 64) and up (4, 2) int8, one fp32 scale per row (2 + 4 rows).
+    The model's weights stay 256: bits per weight are per weight of the model."""
+    base = BitConfig(layers={"l": _layer()})
+    branched = base.model_copy(update={"branch_rank": 2})
+    entries, rows = 2 * (64 + 4), 2 + 4
+    assert list(branched.stored_layers()) == ["l", "l.branch.down", "l.branch.up"]
+    assert branched.n_params == base.n_params == 256
+    assert branched.container_bytes == base.container_bytes + entries + 4 * rows
+    assert branched.avg_bits * 256 == pytest.approx(base.avg_bits * 256 + 8 * entries + 32 * rows)
+    assert branched.branch_bits == pytest.approx((8 * entries + 32 * rows) / 256)
+    assert base.branch_bits == 0 and base.branch_layers() == {}
+
+
+def test_branch_rank_round_trips_and_changes_the_search_key(tmp_path):
+    from toolchain.search import quant_key
+
+    base = BitConfig(layers={"l": _layer()})
+    branched = base.model_copy(update={"branch_rank": 3})
+    branched.save(tmp_path / "c.json")
+    assert BitConfig.load(tmp_path / "c.json") == branched
+    assert quant_key(branched) != quant_key(base)
+    with pytest.raises(ValidationError):
+        BitConfig(layers={"l": _layer()}, branch_rank=0)

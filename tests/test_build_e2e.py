@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from transformers import AutoTokenizer
@@ -24,6 +25,8 @@ from toolchain.build.report import device_report
 from toolchain.cli import main
 from toolchain.console import print_results
 from toolchain.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_VALIDATION_FAILED
+from toolchain.evaluate import Metrics
+from toolchain.profiles import load_profile
 from toolchain.testing import tiny_model_dir, write_tiny_corpus
 
 STEPS = "40"
@@ -83,6 +86,32 @@ def test_build_writes_one_verified_package_per_profile(built, profiles_dir):
     assert {"float_finetune", "float_logits", "quantized_base", "adapter"} <= set(stages["training"]["run_stages"])
     parts = stages["training"]["wall_s"] + stages["search_wall_s"] + sum(stages["export_validate_wall_s"].values())
     assert 0 < parts <= record["wall_s"]
+
+
+def test_branch_profile_ships_the_better_of_merged_and_branch(built, profiles_dir):
+    """aggressive_2bit allows an int8 adapter branch: the build trains a branch run (sharing the float
+    fine-tune), scores the branch at each rank that fits, and ships whichever scored better on validation."""
+    from toolchain.build.branch import BRANCH, MERGED
+    from toolchain.search import check_constraints, rank_key
+
+    out = built[0]
+    stages = json.loads((out / "build.json").read_text())["stages"]
+    assert "adapter" in stages["branch_training"]["run_stages"]
+    assert "float_finetune" not in stages["branch_training"]["run_stages"]  # shared with the merged run
+    m = load_manifest(out / "aggressive_2bit")
+    val = m.variant["validation"]
+    assert set(val["ranks_tried"]) == {"8", "4", "2", "1"}
+    fitted = [v for v in val["ranks_tried"].values() if v is not None]  # on 128-wide layers maybe none fits
+    assert (val["branch"] is None) == (not fitted)
+    branch_better = bool(fitted) and rank_key(Metrics(**val["branch"])) < rank_key(Metrics(**val["merged"]))
+    assert m.variant["weights"] == (BRANCH if branch_better else MERGED)
+    assert m.bit_config.branch_rank == (val["branch_rank"] if branch_better else None)
+    profile = load_profile(profiles_dir / "aggressive_2bit.yaml")
+    assert check_constraints(profile, m.bit_config) == []
+    graph = onnx.load(str(out / "aggressive_2bit" / "model.onnx"), load_external_data=False).graph
+    int8 = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8) == len(m.bit_config.branch_layers())  # the branch's factors are in the graph, or none
+    assert "validation" not in load_manifest(out / "rpi5").variant  # rpi5 allows no branch: merged, no choice
 
 
 def test_terminal_table_shows_every_devices_numbers(built, capsys):

@@ -100,3 +100,24 @@ def test_valid_request_has_no_problems(tiny):
         export_problems(rpi5, cfg, quantized_weights_of(quantize_model(model, cfg)), has_calibration=False)
         == []
     )
+
+
+def test_adapter_branch_needs_the_profile_and_the_models_factors(tiny):
+    """A branch_rank on a profile without adapter_branch is refused by name; so is a config whose branch the
+    model does not have (a plain quantized model: no int8 factors)."""
+    model, _ = tiny
+    rpi5 = _profile("rpi5")
+    cfg = config_from_bits(quantizable_layers(model), 4, containers=rpi5.weights.container_for)
+    weights = quantized_weights_of(quantize_model(model, cfg))
+    branched = cfg.model_copy(update={"branch_rank": 2})
+    problems = export_problems(rpi5, branched, weights, has_calibration=False)
+    assert problems[0] == (
+        "bit config: branch_rank: 2: profile 'rpi5' does not allow an adapter branch (adapter_branch: false)"
+    )
+    down = "bert.encoder.layer.0.attention.self.query.branch.down"
+    assert (
+        f"bit config: layer '{down}': the model has no quantized layer (QuantLinear) of this name; quantize it first"
+        in problems
+    )
+    allows = rpi5.model_copy(update={"adapter_branch": True})
+    assert not any("adapter_branch" in p for p in export_problems(allows, branched, weights, has_calibration=False))

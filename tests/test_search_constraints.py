@@ -95,7 +95,7 @@ def test_independent_costs_agree_with_bitconfig(profiles_dir):
         bits = [rng.choice([2, 3, 4]) for _ in SPECS]
         config = config_from_bits(
             SPECS, bits, scheme=scheme, block_size=block, containers=agg.weights.container_for
-        )
+        ).model_copy(update={"branch_rank": rng.choice([None, 1, 4])})  # aggressive_2bit allows a branch
         mb = config.container_bytes / 1e6
         exact = agg.model_copy(update={"budget": Budget(max_avg_bits=config.avg_bits, max_weight_mb=mb)})
         assert check_constraints(exact, config, SPECS) == []
@@ -108,3 +108,14 @@ def test_independent_costs_agree_with_bitconfig(profiles_dir):
             }
         )
         assert sum("over budget" in p for p in check_constraints(under, config, SPECS)) == 2
+
+
+def test_adapter_branch_needs_a_profile_that_allows_it(profiles_dir, rpi5):
+    config = _ok_config(rpi5, 3).model_copy(update={"branch_rank": 2})  # 5.67 bits/weight on these tiny layers
+    roomy = rpi5.model_copy(update={"budget": Budget(max_avg_bits=6)})
+    assert check_constraints(roomy, config, SPECS) == [
+        "profile 'rpi5': an adapter branch is not allowed (adapter_branch: false)"
+    ]
+    assert check_constraints(roomy.model_copy(update={"adapter_branch": True}), config, SPECS) == []
+    over = check_constraints(rpi5.model_copy(update={"adapter_branch": True}), config, SPECS)
+    assert over == ["profile 'rpi5': 5.6719 bits/weight over budget.max_avg_bits 4.25"]

@@ -5,6 +5,10 @@ Two costs are kept apart (DESIGN.md, Budgets):
   a group is its fp32 scale (32 bits) plus, for asymmetric groups, a b-bit zero point;
 - container bytes: what the device stores, the same with b replaced by the container's width, and each
   packed tensor rounded up to whole bytes.
+
+A configuration may carry an int8 low-rank adapter branch beside every layer (`branch_rank`): its two
+factors per layer are stored like any other quantized Linear (int8 symmetric, one fp32 scale per row), and
+their bits and bytes count in both costs. Bits per weight stay per weight of the model's own layers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme, int_range
 
 SCALE_BITS = 32  # fp32 scales: fp16 breaks onnxruntime's MatMulNBits fusion (FACTS.md)
+BRANCH_BITS = 8  # the adapter branch's factors: int8, symmetric, one scale per row
+BRANCH_DOWN, BRANCH_UP = ".branch.down", ".branch.up"  # a layer's branch factors: module name suffixes
 
 
 class LayerBits(BaseModel):
@@ -69,25 +75,55 @@ class LayerBits(BaseModel):
         return weights + scales + zps
 
 
+def branch_factors(name: str, lb: LayerBits, rank: int) -> dict[str, LayerBits]:
+    """The int8 factors of layer `name`'s branch y += up(down(x)), named as the modules that hold them:
+    down (rank, in) and up (out, rank), each a Linear weight quantized per output row."""
+    int8 = {"bits": BRANCH_BITS, "scheme": Scheme.SYMMETRIC, "block_size": None, "container": Container.INT8}
+    return {
+        name + BRANCH_DOWN: LayerBits(**int8, out_features=rank, in_features=lb.in_features),
+        name + BRANCH_UP: LayerBits(**int8, out_features=lb.out_features, in_features=rank),
+    }
+
+
 class BitConfig(BaseModel):
-    """Layer name (as in `model.named_modules()`) -> LayerBits, in model order."""
+    """Layer name (as in `model.named_modules()`) -> LayerBits, in model order; optionally an adapter branch."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     layers: dict[str, LayerBits] = Field(min_length=1)  # empty: avg_bits would divide by zero
+    branch_rank: int | None = Field(
+        default=None, ge=1, description="rank of an int8 low-rank adapter branch beside every layer; None: none"
+    )
+
+    def branch_layers(self) -> dict[str, LayerBits]:
+        """The branch's int8 factors, two per layer (empty without a branch)."""
+        if self.branch_rank is None:
+            return {}
+        return {k: v for n, lb in self.layers.items() for k, v in branch_factors(n, lb, self.branch_rank).items()}
+
+    def stored_layers(self) -> dict[str, LayerBits]:
+        """Every quantized weight the model stores: the configured layers, then the branch's factors."""
+        return self.layers | self.branch_layers()
 
     @property
     def n_params(self) -> int:
+        """Weights of the configured layers (the branch's factors are not counted: bits per weight are per
+        weight of the model)."""
         return sum(l.n_params for l in self.layers.values())
 
     @property
     def avg_bits(self) -> float:
-        """Logical bits per weight, scale and zero-point overhead included."""
-        return sum(l.logical_bits for l in self.layers.values()) / self.n_params
+        """Logical bits per weight, scale and zero-point overhead and the branch included."""
+        return sum(l.logical_bits for l in self.stored_layers().values()) / self.n_params
+
+    @property
+    def branch_bits(self) -> float:
+        """The branch's share of `avg_bits` (0 without one)."""
+        return sum(l.logical_bits for l in self.branch_layers().values()) / self.n_params
 
     @property
     def container_bytes(self) -> int:
-        return sum(l.container_bytes for l in self.layers.values())
+        return sum(l.container_bytes for l in self.stored_layers().values())
 
     @property
     def container_bits_per_weight(self) -> float:
@@ -100,9 +136,10 @@ class BitConfig(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
     def summary(self) -> str:
+        branch = "" if self.branch_rank is None else f", int8 branch rank {self.branch_rank}"
         return (
             f"{self.avg_bits:.3f} bits/weight logical, {self.container_bits_per_weight:.3f} container, "
-            f"{self.container_bytes / 1e6:.2f} MB"
+            f"{self.container_bytes / 1e6:.2f} MB{branch}"
         )
 
     def save(self, path: Path) -> None:

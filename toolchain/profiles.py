@@ -138,8 +138,8 @@ class DeviceProfile(_Strict):
     onnx: OnnxSpec
     activations: ActivationQuant = ActivationQuant.NONE
     embeddings: EmbeddingQuant = EmbeddingQuant.FLOAT
-    # the device may run a separate int8 low-rank branch beside the integer weights; not built yet: every
-    # package ships merged integers (the build records this in the manifest's `variant`)
+    # the device may run a separate int8 low-rank adapter branch beside the integer weights: the build then
+    # ships merged integers or the branch, whichever scores better (manifest `variant`; toolchain.build.branch)
     adapter_branch: bool = False
     accuracy: Accuracy
     _source: Path | None = PrivateAttr(default=None)  # the file it was loaded from, for messages

@@ -3,7 +3,8 @@
 - node (domain, op_type): allowed when `profile.onnx.allowed_ops()` holds the op type (default domain) or
   `domain::OpType` (any other domain);
 - initializer dtypes: float32, int64 (shapes, axes), the profile's weight containers, int8 for an int8
-  embedding table, uint8/int8 zero points of static int8 activations;
+  embedding table or an int8 adapter branch (`adapter_branch`), uint8/int8 zero points of static int8
+  activations;
 - the model's default-domain opset and IR version are the profile's opset and the smallest IR version that
   carries it. Violations are listed by node or initializer name.
 """
@@ -29,7 +30,7 @@ def op_key(node: onnx.NodeProto) -> str:
 
 def allowed_dtypes(profile: DeviceProfile) -> set[int]:
     allowed = {TensorProto.FLOAT, TensorProto.INT64} | {c.onnx_type for c in profile.weights.containers}
-    if profile.embeddings is EmbeddingQuant.INT8:
+    if profile.embeddings is EmbeddingQuant.INT8 or profile.adapter_branch:
         allowed.add(TensorProto.INT8)
     if profile.activations is ActivationQuant.INT8_STATIC:
         allowed |= {TensorProto.UINT8, TensorProto.INT8}

@@ -3,7 +3,8 @@
 The BitConfig recorded in the model's metadata says what each layer should cost (toolchain.bitconfig);
 the graph says what it does cost. They must agree byte for byte (integers + fp32 scales + zero points),
 each layer's integers must be in its configured container, and the totals must fit the profile's budget
-(`max_avg_bits`: logical bits per weight; `max_weight_mb`: container bytes / 1e6).
+(`max_avg_bits`: logical bits per weight; `max_weight_mb`: container bytes / 1e6). An adapter branch's int8
+factors are stored layers like the others and count in both.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class SizeResult:
 def _layer_problems(inits: dict[str, TensorProto], md: ExportMetadata) -> tuple[int, list[str]]:
     """Measured container bytes of all layers, and every layer whose tensors disagree with its LayerBits."""
     total, problems = 0, []
-    for layer, lb in md.bit_config.layers.items():
+    for layer, lb in md.bit_config.stored_layers().items():  # an adapter branch's int8 factors too
         names = md.layer_tensors.get(layer)
         if not names or any(n not in inits for n in names):
             problems.append(f"layer {layer!r}: its integer tensors {names} are not in the graph")

@@ -8,6 +8,7 @@ weight `generate` ships for that configuration.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,10 +26,10 @@ from toolchain.adapter.merge import (
     to_quantized,
 )
 from toolchain.adapter.settings import DeltaUnits, ForwardMode, Grid, TrainSettings
-from toolchain.bitconfig import LayerBits
+from toolchain.bitconfig import BRANCH_BITS, LayerBits
 from toolchain.errors import EdgeqError
 from toolchain.models import LayerSpec
-from toolchain.quant.core import QuantizedWeight
+from toolchain.quant.core import QuantizedWeight, Scheme, quantize_rtn
 
 
 def scale_key(bits: int, grid: Grid) -> str:
@@ -66,24 +67,38 @@ class CoALinear(nn.Module):
         )
         self.current: LayerState | None = None
 
+    def _base(self, lb: LayerBits) -> tuple[QuantizedWeight, torch.Tensor]:
+        """(base integers on the model's device, learned scale (out, G)) of one layer configuration."""
+        grid = Grid(scheme=lb.scheme, block_size=lb.block_size)
+        base = self.base.get(self.spec.name, lb.bits, grid, self.lora_a.device)
+        return base, base.scale * torch.exp(self.log_scales[scale_key(lb.bits, grid)])
+
     def _parts(self, state: LayerState) -> tuple[QuantizedWeight, torch.Tensor, torch.Tensor]:
         """(base integers, learned scale (out, G), adapter product in units of the base step (out, in))."""
-        lb = state.bits
-        grid = Grid(scheme=lb.scheme, block_size=lb.block_size)
-        base = self.base.get(self.spec.name, lb.bits, grid, self.lora_a.device)  # on the model's device
-        scale = base.scale * torch.exp(self.log_scales[scale_key(lb.bits, grid)])
+        base, scale = self._base(state.bits)
         prod = self.alpha * low_rank_delta(self.lora_a, self.lora_b, state.q, state.rank)
         if self.units is DeltaUnits.WEIGHT:
             prod = prod / per_weight(base.scale, self.spec.in_features, base.block_size)
         return base, scale, prod
 
+    def branch_factors(self, state: LayerState) -> tuple[torch.Tensor, torch.Tensor, QuantizedWeight, torch.Tensor]:
+        """(up (out, k), down (k, in), base, learned scale) of the float branch: up @ down is the weight
+        delta alpha * B Q(c) A, in units of the base grid's mean step of each output row (so it stays rank k
+        on a blocked grid too) or, with DeltaUnits.WEIGHT, in weight units."""
+        k = state.rank
+        base, scale = self._base(state.bits)
+        up, down = self.alpha * self.lora_b[:, :k], state.q[:k, :k] @ self.lora_a[:k]
+        if self.units is DeltaUnits.STEP:
+            up = up * base.scale.mean(dim=1, keepdim=True)
+        return up, down, base, scale
+
     def weight(self, state: LayerState) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, QuantizedWeight]:
         """(forward weight, its integers as floats (None for the float branch), learned scale, base)."""
-        base, scale, steps = self._parts(state)
         if self.mode is ForwardMode.BRANCH:
+            up, down, base, scale = self.branch_factors(state)
             w_int = dequantize_float(base.q.float(), scale, base.zero_point, base.block_size)
-            delta_w = steps * per_weight(base.scale, self.spec.in_features, base.block_size)
-            return w_int + delta_w, None, scale, base
+            return w_int + up @ down, None, scale, base
+        base, scale, steps = self._parts(state)
         offset = (steps + rounding_residual(self.w_float, base)) if self.residual else steps
         q = merged_integers(base.q.float(), offset, base.bits, base.scheme)
         return dequantize_float(q, scale, base.zero_point, base.block_size), q, scale, base
@@ -94,9 +109,16 @@ class CoALinear(nn.Module):
         if self.mode is ForwardMode.MERGED:
             _, q, scale, base = self.weight(state)
             return to_quantized(q, scale, base)
-        base, scale, steps = self._parts(state)
-        delta_w = steps * per_weight(base.scale, self.spec.in_features, base.block_size)
-        return merge_then_round(base, scale, delta_w, requantize)
+        up, down, base, scale = self.branch_factors(state)
+        return merge_then_round(base, scale, up @ down, requantize)
+
+    @torch.no_grad()
+    def generate_branch(self, state: LayerState) -> tuple[QuantizedWeight, QuantizedWeight, QuantizedWeight]:
+        """(frozen base integers with their learned scales, int8 down, int8 up): the layer as a deployable
+        branch. The factors are rounded per row to int8 (absmax); nothing else is rounded."""
+        up, down, base, scale = self.branch_factors(state)
+        factor = functools.partial(quantize_rtn, bits=BRANCH_BITS, scheme=Scheme.SYMMETRIC, block_size=None)
+        return to_quantized(base.q.float(), scale, base), factor(down.cpu()), factor(up.cpu())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.current is None:

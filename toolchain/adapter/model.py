@@ -14,8 +14,8 @@ from torch import nn
 from toolchain.adapter.base import QuantBase
 from toolchain.adapter.layer import CoALinear, LayerState
 from toolchain.adapter.mapper import ConfigMapper, Vocab
-from toolchain.adapter.settings import TrainSettings
-from toolchain.bitconfig import BitConfig
+from toolchain.adapter.settings import ForwardMode, TrainSettings
+from toolchain.bitconfig import BRANCH_DOWN, BRANCH_UP, BitConfig
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
 from toolchain.quant.core import QuantizedWeight
@@ -31,7 +31,7 @@ class CoAModel(nn.Module):
         self.net = copy.deepcopy(float_model).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.specs, self.rank = list(specs), settings.rank
+        self.specs, self.rank, self.mode = list(specs), settings.rank, settings.forward
         self.layers: list[CoALinear] = []
         for spec in self.specs:
             layer = CoALinear(get_module(self.net, spec.name), spec, base, settings)
@@ -67,9 +67,30 @@ class CoAModel(nn.Module):
     def generate(
         self, config: BitConfig, rank: int | None = None, requantize: str = "base"
     ) -> dict[str, QuantizedWeight]:
-        """Each layer's integers and scales for `config` (merged, no rounding after the merge)."""
+        """Each layer's integers and scales for `config` (merged, no rounding after the merge); with a
+        `config.branch_rank`, the frozen integers and each layer's int8 branch factors (`generate_branch`)."""
+        if config.branch_rank is not None:
+            if rank not in (None, config.branch_rank):
+                raise BadInputError(f"rank: {rank}, but the configuration's branch_rank is {config.branch_rank}")
+            return self.generate_branch(config)
         self.set_config(config, rank)
         return {layer.spec.name: layer.generate(layer.current, requantize) for layer in self.layers}
+
+    @torch.no_grad()
+    def generate_branch(self, config: BitConfig) -> dict[str, QuantizedWeight]:
+        """Base integers with learned scales, plus `<layer>.branch.down` / `.up` int8 factors of rank
+        `config.branch_rank` (the nested first components): what an adapter-branch package ships."""
+        if self.mode is not ForwardMode.BRANCH:
+            raise BadInputError(
+                f"bit config: branch_rank {config.branch_rank}: this run trained merged integers (forward "
+                "'merged'); an adapter branch needs a run trained with forward 'branch'"
+            )
+        self.set_config(config, config.branch_rank)
+        out: dict[str, QuantizedWeight] = {}
+        for layer in self.layers:
+            name = layer.spec.name
+            out[name], out[name + BRANCH_DOWN], out[name + BRANCH_UP] = layer.generate_branch(layer.current)
+        return out
 
     def param_groups(self, settings: TrainSettings) -> list[dict]:
         scales = [p for n, p in self.named_parameters() if ".log_scales." in n]

@@ -50,7 +50,7 @@ class DeltaUnits(StrEnum):
 
 class ForwardMode(StrEnum):
     MERGED = "merged"  # integers W_int + round(delta): what ships, trained straight-through
-    BRANCH = "branch"  # float side branch over frozen integers (the naive path merges and rounds it later)
+    BRANCH = "branch"  # side branch over frozen integers: shipped as int8 factors, or merged and rounded (naive)
 
 
 class TrainSettings(BaseModel):

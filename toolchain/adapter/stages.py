@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -158,6 +159,19 @@ def base_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
     bar.close()
     base.save(run_dir / BASE)
     timer.record(run_dir, "quantized_base")
+
+
+def share_float_stages(src: Path, dst: Path) -> None:
+    """Seed run directory `dst` with run `src`'s data, float fine-tune and float logits, so that training
+    `dst` skips them. Only for runs whose float stage is the same: equal `TrainSettings.float_digest()`
+    and training length (a second adapter on the same reference, e.g. an adapter branch)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    if not (dst / FLOAT_DIR).is_dir():
+        with staged_dir(dst / FLOAT_DIR) as stage:
+            shutil.copytree(src / FLOAT_DIR, stage, dirs_exist_ok=True)
+    for name in (DATA, LOGITS):
+        if not (dst / name).is_file():
+            atomic_write_bytes(dst / name, (src / name).read_bytes())
 
 
 def load_float(run_dir: Path, label_names: list[str]):

@@ -12,10 +12,20 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from toolchain.adapter.run import RUN_FORMAT
+from toolchain.build.branch import MERGED
 from toolchain.build.device import BuildResult, DeviceContext, package_device
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
 from toolchain.build.report import index_report
-from toolchain.build.stages import profiles_or_default, search_run, train_run, training_settings, write_search
+from toolchain.build.stages import (
+    SEARCH_DOCS,
+    profiles_or_default,
+    search_run,
+    train_branch_run,
+    train_run,
+    training_settings,
+    validation_scorer,
+    write_search,
+)
 from toolchain.data import TextDataset, load_dataset
 from toolchain.errors import BadInputError, ValidationFailedError
 from toolchain.io import atomic_write_json, atomic_write_text, require_writable
@@ -117,18 +127,54 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, stages: dict) -
         model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
         front_svg=(Path(s.out) / "search.svg").read_text(encoding="utf-8"),
     )
-    variant = {"weights": "merged integers (CoA-LoRA)", "rank": run.settings.rank}
+    choices, branch_ctx = _branch_variants(run, inputs, s, result, ctx, stages)
+    merged_variant = {"weights": MERGED, "rank": run.settings.rank}
     devices = tqdm(inputs.profiles, desc="export + validate", unit="device", disable=not s.progress, dynamic_ncols=True)
     results = []
     for p in devices:
         t = time.perf_counter()
-        results.append(package_device(ctx, p, result.selection(p.name).config, variant, Path(s.out)))
+        choice = choices.get(p.name)
+        if choice is None:
+            results.append(package_device(ctx, p, result.selection(p.name).config, merged_variant, Path(s.out)))
+        else:
+            where = branch_ctx if choice.use_branch else ctx
+            results.append(package_device(where, p, choice.chosen.config, choice.variant(), Path(s.out)))
         stages.setdefault("export_validate_wall_s", {})[p.name] = round(time.perf_counter() - t, 1)
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
     atomic_write_json(Path(s.out) / "summary.json", {"devices": summary})
     atomic_write_text(Path(s.out) / "index.html", index_report(manifests, ctx.front_svg))
     return results
+
+
+def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceContext, stages: dict):
+    """For each profile that allows an adapter branch, the merged-or-branch choice (toolchain.build.branch),
+    and the device context of the branch run; ({}, None) when no profile allows one."""
+    from toolchain.build.branch import branch_ranks, choose_variant
+
+    t = time.perf_counter()
+    brun = train_branch_run(run, s.model, s.data, inputs.profiles, progress=s.progress)
+    if brun is None:
+        return {}, None
+    stages["branch_training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": brun.info["timings_s"]}
+    t = time.perf_counter()
+    score = validation_scorer(brun, SEARCH_DOCS)
+    choices = {
+        p.name: choose_variant(
+            p,
+            result.selection(p.name),
+            run.settings.rank,
+            inputs.specs,
+            score,
+            result.sensitivity,
+            branch_ranks(brun.settings.rank),
+            seed=s.seed,
+        )
+        for p in inputs.profiles
+        if p.adapter_branch
+    }
+    stages["branch_search_wall_s"] = round(time.perf_counter() - t, 1)
+    return choices, DeviceContext(run=brun, model_name=ctx.model_name, front_svg=ctx.front_svg)
 
 
 def _build_record(wall_s: float, stages: dict) -> dict:

@@ -113,6 +113,24 @@ def _first(acc: dict) -> str:
     return f", first {m:g} texts" if m and m != acc.get("n_samples") else ""
 
 
+def _variant(v: dict) -> str:
+    """'merged integers (CoA-LoRA), rank 8', with the branch's share of the bits when it is one."""
+    out = f"{v.get('weights', '?')}, rank {v.get('rank', '?')}"
+    share = v.get("branch_bits_per_weight")
+    return out + (f", branch {share:.3f} of the bits / weight" if share else "")
+
+
+def _variant_comparison(val: dict | None) -> list[tuple[str, str]]:
+    """What chose merged or branch: both candidates' accuracy on the search's validation documents."""
+    if not val:
+        return []
+    rows = [("validation accuracy, merged integers", _num(val["merged"]["accuracy"], " %"))]
+    branch = val.get("branch")
+    label = f"validation accuracy, int8 branch (rank {val.get('branch_rank')})"
+    rows.append((label, "no rank fits the budget" if branch is None else _num(branch["accuracy"], " %")))
+    return rows
+
+
 def device_report(m: Manifest, front_svg: str | None) -> str:
     name = m.profile["name"]
     fails = "".join(f"<li>{html.escape(f)}</li>" for f in m.failures)
@@ -127,7 +145,8 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
         ("quantized weight bytes", f"{m.sizes.quantized_weight_container_bytes:,}"),
         ("model file bytes", f"{m.sizes.file_bytes:,}"),
         ("opset / onnxruntime", f"{m.opset} / {m.onnxruntime_version}"),
-        ("variant", ", ".join(f"{k}={v}" for k, v in m.variant.items())),
+        ("weights", _variant(m.variant)),
+        *_variant_comparison(m.variant.get("validation")),
     ]
     body = (
         f"<h1>{html.escape(name)} <span class='badge {m.status}'>{m.status}</span></h1>"

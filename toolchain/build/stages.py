@@ -60,6 +60,28 @@ def train_run(
     return run
 
 
+def train_branch_run(merged, model: Path | None, data: str | None, profiles: Sequence[DeviceProfile], *, progress=True):
+    """The adapter-branch run for the profiles that allow a branch (None when none does): their bits and
+    grids, `forward="branch"`, `merged`'s steps, seed and float fine-tune (copied, not recomputed)."""
+    from toolchain.adapter import ForwardMode, train
+    from toolchain.adapter.stages import share_float_stages
+    from toolchain.build.branch import branch_run_dir
+
+    allowed = [p for p in profiles if p.adapter_branch]
+    if not allowed:
+        return None
+    keep = {"seed": merged.settings.seed, "steps": merged.settings.steps, "rank": merged.settings.rank}
+    settings = training_settings(allowed, forward=ForwardMode.BRANCH, **keep)
+    if (settings.float_digest(), settings.effective_train_length) != (
+        merged.settings.float_digest(),
+        merged.settings.effective_train_length,
+    ):
+        raise ValueError("the branch run's float stage differs from the merged run's; it cannot share it")
+    out = branch_run_dir(merged.run_dir, settings.digest())
+    share_float_stages(merged.run_dir, out)
+    return train(model or default_model_path(), load_dataset(data), out, settings, progress=progress)
+
+
 def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str], block_size: int | None) -> list[dict]:
     """Post-training quantization of the run's float fine-tune at uniform bit-widths, scored on the test split."""
     from toolchain.adapter import Run
@@ -155,10 +177,13 @@ def single_profile(path: Path) -> DeviceProfile:
 def export_device(run_dir: Path, profile_path: Path, bits_config: Path | None, out: Path):
     """One device package from a trained run: the given BitConfig or the searched one for the profile."""
     from toolchain.adapter import Run
+    from toolchain.build.branch import BRANCH, MERGED
     from toolchain.build.device import DeviceContext, package_device
 
     profile = single_profile(profile_path)
     run = Run.load(run_dir)
     config = config_for(run, profile, bits_config)
     ctx = DeviceContext(run, f"fine-tuned model of {run.run_dir.name}", front_svg=None)
-    return package_device(ctx, profile, config, {"weights": "merged integers (CoA-LoRA)"}, out)
+    branch = config.branch_rank is not None
+    variant = {"weights": BRANCH if branch else MERGED, "rank": config.branch_rank if branch else run.settings.rank}
+    return package_device(ctx, profile, config, variant, out)

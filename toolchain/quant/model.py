@@ -9,7 +9,7 @@ from enum import StrEnum
 import torch
 from torch import nn
 
-from toolchain.bitconfig import BitConfig
+from toolchain.bitconfig import BRANCH_DOWN, BRANCH_UP, BitConfig
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec, quantizable_layers
 from toolchain.quant.core import QuantizedWeight, quantize_mse, quantize_rtn
@@ -27,22 +27,38 @@ QUANTIZERS: dict[Rounding, Callable[..., QuantizedWeight]] = {
 
 
 class QuantLinear(nn.Module):
-    """A Linear whose weight is scale * (q - zero_point): the integers the exporter writes."""
+    """A Linear whose weight is scale * (q - zero_point): the integers the exporter writes; optionally with
+    a low-rank branch beside it, y = x W^T + bias + up(down(x))."""
 
-    def __init__(self, qweight: QuantizedWeight, bias: torch.Tensor | None):
+    def __init__(self, qweight: QuantizedWeight, bias: torch.Tensor | None, branch: LowRankBranch | None = None):
         super().__init__()
         self.qweight = qweight
         self.register_buffer("weight", qweight.dequantize(), persistent=False)  # (out, in) fp32
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.out_features, self.in_features = qweight.shape
+        self.branch = branch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight, self.bias)
+        y = nn.functional.linear(x, self.weight, self.bias)
+        return y if self.branch is None else y + self.branch(x)
 
     def extra_repr(self) -> str:
         qw = self.qweight
         gran = "per-channel" if qw.block_size is None else f"block {qw.block_size}"
         return f"{self.in_features} -> {self.out_features}, {qw.bits}-bit {qw.scheme}, {gran}"
+
+
+class LowRankBranch(nn.Module):
+    """up(down(x)) with both factors quantized Linears without bias: down (rank, in), up (out, rank)."""
+
+    def __init__(self, down: QuantizedWeight, up: QuantizedWeight):
+        super().__init__()
+        if down.shape[0] != up.shape[1]:
+            raise ValueError(f"branch factors do not chain: down {down.shape}, up {up.shape}")
+        self.down, self.up = QuantLinear(down, None), QuantLinear(up, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -96,11 +112,21 @@ def quantize_weights(
 
 
 def apply_quantized(model: nn.Module, weights: dict[str, QuantizedWeight]) -> nn.Module:
-    """A copy of `model` whose named Linear layers compute with the given integer weights."""
+    """A copy of `model` whose named Linear layers compute with the given integer weights; a layer whose
+    `<name>.branch.down` and `<name>.branch.up` factors are given also gets that branch."""
     model = copy.deepcopy(model)
-    for name, qw in weights.items():
+    factors = {n for n in weights if n.endswith((BRANCH_DOWN, BRANCH_UP))}
+    layers = [n for n in weights if n not in factors]
+    orphans = factors - {n + suffix for n in layers for suffix in (BRANCH_DOWN, BRANCH_UP)}
+    if orphans:
+        raise ValueError(f"branch factors without their layer (or without their pair): {sorted(orphans)}")
+    for name in layers:
         linear = get_module(model, name)
-        set_module(model, name, QuantLinear(qw, linear.bias))
+        down, up = weights.get(name + BRANCH_DOWN), weights.get(name + BRANCH_UP)
+        if (down is None) != (up is None):
+            raise ValueError(f"layer {name!r}: a branch needs both factors, got only one")
+        branch = None if down is None else LowRankBranch(down, up)
+        set_module(model, name, QuantLinear(weights[name], linear.bias, branch))
     return model.eval()
 
 

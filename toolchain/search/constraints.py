@@ -101,8 +101,21 @@ def _shape_problems(p: DeviceProfile, config: BitConfig, specs: Sequence[LayerSp
     return out
 
 
+def _branch_costs(config: BitConfig) -> list[tuple[int, int]]:
+    """(logical bits, bytes) of an int8 branch per layer: factors (r, in) and (out, r), one fp32 scale per
+    row of each (r + out rows), int8 (8 bits, one byte) per factor entry."""
+    r = config.branch_rank
+    if r is None:
+        return []
+    out = []
+    for lb in config.layers.values():
+        entries, rows = r * (lb.in_features + lb.out_features), r + lb.out_features
+        out.append((8 * entries + _SCALE_BITS * rows, entries + rows * _SCALE_BITS // 8))
+    return out
+
+
 def _budget_problems(p: DeviceProfile, config: BitConfig) -> list[str]:
-    costs = [_layer_costs(lb) for lb in config.layers.values()]
+    costs = [_layer_costs(lb) for lb in config.layers.values()] + _branch_costs(config)
     n = sum(lb.out_features * lb.in_features for lb in config.layers.values())
     avg = sum(c[0] for c in costs) / n
     mb = sum(c[1] for c in costs) / _MB
@@ -118,10 +131,13 @@ def check_constraints(
     profile: DeviceProfile, config: BitConfig, specs: Sequence[LayerSpec] | None = None
 ) -> list[str]:
     """Every way `config` breaks `profile` (allowed bits, schemes, granularities, containers and their
-    integer ranges, budgets; with `specs`, also the model's layer names and shapes). Empty means it fits."""
+    integer ranges, an adapter branch, budgets with the branch's bytes; with `specs`, also the model's layer
+    names and shapes). Empty means it fits."""
     if not config.layers:
         return [f"profile {profile.name!r}: the configuration has no layers"]
     problems = [] if specs is None else _shape_problems(profile, config, specs)
     for name, lb in config.layers.items():
         problems += _layer_problems(profile, name, lb)
+    if config.branch_rank is not None and not profile.adapter_branch:
+        problems.append(f"profile {profile.name!r}: an adapter branch is not allowed (adapter_branch: false)")
     return problems + _budget_problems(profile, config)

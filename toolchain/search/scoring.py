@@ -23,6 +23,8 @@ KL_WEIGHT = 1.0  # nats of KL counted as one accuracy point in the search object
 def quant_key(config: BitConfig) -> str:
     """Digest of what the scorer sees: every layer's bits, scheme and granularity, containers left out."""
     rows = [[name, l.bits, str(l.scheme), l.block_size] for name, l in config.layers.items()]
+    if config.branch_rank is not None:
+        rows.append(["branch", config.branch_rank])
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,140 @@
+"""The adapter-branch alternative of a build: for each profile that allows it, frozen integers plus an int8
+low-rank branch instead of merged integers, whichever scores better on the search's validation documents.
+
+A merged-trained adapter cannot serve as a branch (its delta is tied to the rounding residual), so the
+branch comes from its own run: the same float fine-tune (shared, not recomputed), the branch profiles' bits
+and grids, `forward="branch"`. Per profile, each DyLoRA rank (the trained rank, then halves) takes its bytes
+out of the budget; the base configuration for what is left is seeded by the same sensitivity-guided search
+(seeds only), and every candidate is scored as it ships: int8 factors, learned scales.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolchain.bitconfig import BitConfig
+from toolchain.errors import BadInputError
+from toolchain.evaluate import Metrics
+from toolchain.profiles import Budget, DeviceProfile
+from toolchain.search import (
+    SearchSettings,
+    Selection,
+    Sensitivity,
+    cost_of,
+    rank_key,
+    require_reachable,
+    select_configs,
+)
+from toolchain.search.space import BYTES_PER_MB
+
+MERGED, BRANCH = "merged integers (CoA-LoRA)", "int8 adapter branch (CoA-LoRA)"
+
+
+def branch_ranks(trained_rank: int) -> list[int]:
+    """The nested ranks tried: the trained rank, then halves down to 1 (8 -> 8, 4, 2, 1)."""
+    out, r = [], trained_rank
+    while r >= 1:
+        out.append(r)
+        r //= 2
+    return out
+
+
+def shrunk_profile(profile: DeviceProfile, base: BitConfig, rank: int) -> DeviceProfile | None:
+    """`profile` with a rank-`rank` branch's bits and bytes taken out of its budget (None: nothing left)."""
+    with_branch = base.model_copy(update={"branch_rank": rank})
+    bits, mb = with_branch.branch_bits, (with_branch.container_bytes - base.container_bytes) / BYTES_PER_MB
+    b = profile.budget
+    avg = None if b.max_avg_bits is None else b.max_avg_bits - bits
+    cap = None if b.max_weight_mb is None else b.max_weight_mb - mb
+    if (avg is not None and avg <= 0) or (cap is not None and cap <= 0):
+        return None
+    return profile.model_copy(update={"budget": Budget(max_avg_bits=avg, max_weight_mb=cap)})
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    """What one profile ships: merged integers or the branch, and both candidates' validation scores."""
+
+    profile: str
+    merged_rank: int  # the merged run's adapter rank (what merged integers are generated at)
+    merged: Selection
+    branch: Selection | None  # its config carries branch_rank; None when no rank fits the budget
+    ranks_tried: dict[int, dict | None]  # rank -> best score at it (None: the branch alone breaks the budget)
+
+    @property
+    def use_branch(self) -> bool:
+        return self.branch is not None and rank_key(self.branch.metrics) < rank_key(self.merged.metrics)
+
+    @property
+    def chosen(self) -> Selection:
+        return self.branch if self.use_branch else self.merged
+
+    def variant(self) -> dict:
+        """The manifest's `variant`: how the weights were produced, and the comparison that chose them."""
+        config = self.chosen.config
+        return {
+            "weights": BRANCH if self.use_branch else MERGED,
+            "rank": config.branch_rank if self.use_branch else self.merged_rank,
+            "branch_bits_per_weight": round(config.branch_bits, 4),
+            "validation": {
+                "merged": self.merged.metrics.to_dict(),
+                "branch": None if self.branch is None else self.branch.metrics.to_dict(),
+                "branch_rank": None if self.branch is None else self.branch.config.branch_rank,
+                "ranks_tried": {str(r): m for r, m in self.ranks_tried.items()},
+            },
+        }
+
+
+def choose_variant(
+    profile: DeviceProfile,
+    merged: Selection,
+    merged_rank: int,
+    specs,
+    score_branch: Callable[[BitConfig], Metrics],
+    sensitivity: Sensitivity,
+    ranks: Sequence[int],
+    *,
+    seed: int = 0,
+) -> VariantChoice:
+    """Best branch candidate over `ranks` (each in its shrunk budget), against the merged selection.
+
+    `score_branch` scores a configuration that carries `branch_rank` (as it ships) on the same documents
+    the merged selection was scored on; ties go to merged integers (no extra nodes, no extra bytes)."""
+    best: Selection | None = None
+    tried: dict[int, dict | None] = {}
+    for rank in ranks:
+        shrunk = shrunk_profile(profile, merged.config, rank)
+        if shrunk is None or not _reachable(shrunk, specs):
+            tried[rank] = None
+            continue
+
+        def score(config: BitConfig, rank: int = rank) -> Metrics:
+            return score_branch(config.model_copy(update={"branch_rank": rank}))
+
+        found = select_configs([shrunk], specs, score, sensitivity=sensitivity, settings=_seeds(seed)).selections[0]
+        config = found.config.model_copy(update={"branch_rank": rank})
+        candidate = Selection(profile.name, config, cost_of(config), found.metrics, found.candidates_evaluated)
+        tried[rank] = candidate.metrics.to_dict()
+        if best is None or rank_key(candidate.metrics) < rank_key(best.metrics):
+            best = candidate
+    return VariantChoice(profile.name, merged_rank, merged, best, tried)
+
+
+def _seeds(seed: int) -> SearchSettings:
+    return SearchSettings(seed=seed, front_evals=0, local_evals=0, lower_seeds=0)
+
+
+def _reachable(profile: DeviceProfile, specs) -> bool:
+    try:
+        require_reachable([profile], specs)
+    except BadInputError:
+        return False
+    return True
+
+
+def branch_run_dir(merged_run_dir: Path, settings_digest: str) -> Path:
+    """The branch run beside the merged one (whose key covers the model, data and format), keyed by its
+    own settings."""
+    return merged_run_dir.with_name(f"{merged_run_dir.name}-branch-{settings_digest}")
