@@ -5,7 +5,10 @@ the build's search.json), records every configuration it scored on the validatio
 on the test split as well, and then, per profile and among its feasible scored configurations, compares
 what each ranking rule picks by its test accuracy, next to the best test accuracy in that pool.
 
-    python bench/search_selection_rules.py --dist dist [--out FILE]
+    python bench/search_selection_rules.py --dist dist [--out FILE] [--test-scores EARLIER_OUT]
+
+`--test-scores` reuses the test scores of an earlier output on the same run (by configuration key), so that
+trying a new rule costs the replay only.
 """
 
 from __future__ import annotations
@@ -27,11 +30,32 @@ from toolchain.search import Limit, SearchSpace, quant_key
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_selection_rules.json"
 
-RULES = {  # key on validation metrics, lowest first
-    "accuracy, then KL (the search's rank_key)": lambda m: (-m["accuracy"], m["kl"]),
-    "KL only": lambda m: m["kl"],
-    "agreement with float, then KL": lambda m: (-m["agreement"], m["kl"]),
-    "accuracy points + KL (error_of)": lambda m: (100 - m["accuracy"]) + m["kl"],
+
+def _by(key):
+    """A rule that picks the feasible configuration whose validation metrics sort first under `key`."""
+    return lambda feasible: min(feasible, key=lambda r: key(r["val"]))
+
+
+def _most_bits_within(docs: int):
+    """Among configurations within `docs` validation documents of the best accuracy, the most bits (then
+    lowest KL): a score difference the documents cannot resolve is left to the prior that more bits help."""
+
+    def pick(feasible):
+        best = max(r["val"]["accuracy"] for r in feasible)
+        slack = 100.0 * docs / SEARCH_DOCS + 1e-6
+        near = [r for r in feasible if r["val"]["accuracy"] >= best - slack]
+        return min(near, key=lambda r: (-round(r["config"].avg_bits, 6), r["val"]["kl"]))
+
+    return pick
+
+
+RULES = {  # each picks one of a profile's feasible scored configurations from their validation metrics
+    "accuracy, then KL (rank_key; the search's rule before selection_key)": _by(lambda m: (-m["accuracy"], m["kl"])),
+    "KL only": _by(lambda m: m["kl"]),
+    "agreement with float, then KL": _by(lambda m: (-m["agreement"], m["kl"])),
+    "accuracy points + KL (error_of)": _by(lambda m: (100 - m["accuracy"]) + m["kl"]),
+    "accuracy, then most bits, then KL (the search's selection_key)": _most_bits_within(0),
+    "most bits within 1 document of the best accuracy": _most_bits_within(1),
 }
 
 
@@ -41,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the build's --seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--test-scores", type=Path, default=None, help="an earlier output on this run: its test scores")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -59,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     replayed = {s.profile: quant_key(s.config) for s in result.selections}
     if replayed != built:
         raise SystemExit(f"the replayed search chose {replayed}, the build {built}: not the same search")
+    earlier = {}
+    if args.test_scores is not None:
+        earlier = {r["key"]: r["test"] for r in json.loads(args.test_scores.read_text())["pool"]}
     pool = []
     for k, (config, m) in scored.items():
-        pool.append(
-            {"key": k, "config": config, "val": r2(m.to_dict()), "test": r2(run.score(config, "test").to_dict())}
-        )
+        test = earlier.get(k) or r2(run.score(config, "test").to_dict())
+        pool.append({"key": k, "config": config, "val": r2(m.to_dict()), "test": test})
         print(
             f"{len(pool)}/{len(scored)} {config.avg_bits:.3f} bits: "
             f"val {m.accuracy:.2f} test {pool[-1]['test']['accuracy']:.2f}",
@@ -79,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             "feasible_scored": len(feasible),
             "best_test": max(r["test"]["accuracy"] for r in feasible),
         }
-        for name, key in RULES.items():
-            pick = min(feasible, key=lambda r: key(r["val"]))
+        for name, rule in RULES.items():
+            pick = rule(feasible)
             row[name] = {"key": pick["key"], "avg_bits": pick["config"].avg_bits, "test": pick["test"]}
         rows.append(row)
     means = {name: statistics.mean(r[name]["test"]["accuracy"] for r in rows) for name in RULES}

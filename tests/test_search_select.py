@@ -61,9 +61,7 @@ def test_choice_beats_feasible_uniform_and_best_of_20_random(profiles, toy_resul
         random20 = best_random(p, SPECS, toy.metrics, n=20, seed=1)
         assert random20.evaluated == 20
         assert all(check_constraints(p, c.config, SPECS) == [] for c in (uniform, random20))
-        assert beats(s.metrics, uniform.metrics) or quant_key(s.config) == quant_key(uniform.config), (
-            s.profile
-        )
+        assert beats(s.metrics, uniform.metrics) or quant_key(s.config) == quant_key(uniform.config), s.profile
         assert beats(s.metrics, random20.metrics), s.profile
 
 
@@ -89,22 +87,16 @@ def test_unreachable_profile_fails_before_any_evaluation(profiles):
     assert calls == []
 
 
-def test_tiny_model_end_to_end_with_post_training_quantization(
-    profiles, tiny_model_path, tiny_data, tmp_path
-):
+def test_tiny_model_end_to_end_with_post_training_quantization(profiles, tiny_model_path, tiny_data, tmp_path):
     model, tok = load_model(tiny_model_path, tiny_data.label_names)
     texts, labels = tiny_data.texts[::4], tiny_data.labels[::4]
     reference = predict_logits(model, tok, texts)
     specs = quantizable_layers(model)
 
     def score(config):
-        return metrics(
-            predict_logits(quantize_model(model, config, Rounding.RTN), tok, texts), labels, reference
-        )
+        return metrics(predict_logits(quantize_model(model, config, Rounding.RTN), tok, texts), labels, reference)
 
-    chosen = [
-        p for n, p in profiles.items() if n != "aggressive_2bit"
-    ]  # 2.5 bits is unreachable at hidden 32
+    chosen = [p for n, p in profiles.items() if n != "aggressive_2bit"]  # 2.5 bits is unreachable at hidden 32
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a hidden-32 model runs 100x slower on two contended threads than on one
     try:
@@ -159,3 +151,27 @@ def test_build_search_scores_with_the_scorer_it_is_given(monkeypatch, profiles):
     stages.search_run(run, list(profiles.values()), progress=False, scorer=calls.append)
     seen["score"]("config")
     assert calls == ["config"]
+
+
+def test_accuracy_ties_go_to_the_most_bits_not_to_kl(profiles):
+    """Every configuration scores the same accuracy and KL grows with bits: KL would pick the cheapest; the
+    selection takes the costliest feasible configuration it scored (the budget's precision)."""
+    from toolchain.evaluate import Metrics
+    from toolchain.search.space import Limit, SearchSpace
+
+    scored = []
+
+    def flat(config):
+        scored.append(config)
+        return Metrics(accuracy=90.0, macro_f1=90.0, agreement=95.0, kl=config.avg_bits / 100)
+
+    rpi5 = profiles["rpi5"]
+    result = select_configs([rpi5], SPECS, flat, settings=SETTINGS)
+    space, limit = (
+        SearchSpace.from_profile(rpi5, SPECS),
+        Limit.of_profile(rpi5, sum(s.out_features * s.in_features for s in SPECS)),
+    )
+    feasible = [a for c in scored if (a := space.adopt(c)) is not None and limit.admits(a)]
+    chosen = result.selection("rpi5").config
+    assert chosen.avg_bits == max(c.avg_bits for c in feasible)
+    assert chosen.avg_bits > min(c.avg_bits for c in feasible)  # there was a cheaper tie to refuse

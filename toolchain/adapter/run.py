@@ -214,7 +214,9 @@ class Run:
         return out
 
     def generate(self, bit_config: BitConfig, rank: int | None = None) -> dict[str, QuantizedWeight]:
-        """Merged integers and scales of every layer for `bit_config` (no rounding after the merge)."""
+        """Merged integers and scales of every layer for `bit_config` (no rounding after the merge); for a
+        `bit_config.branch_rank` (a run trained with forward 'branch'), the frozen integers plus each layer's
+        int8 branch factors."""
         return self.adapter_model.generate(bit_config, rank)
 
     def ptq_weights(self, bit_config: BitConfig) -> dict[str, QuantizedWeight]:

@@ -1,5 +1,6 @@
 """The adapter-branch alternative of a build: for each profile that allows it, frozen integers plus an int8
-low-rank branch instead of merged integers, whichever scores better on the search's validation documents.
+low-rank branch instead of merged integers, the branch only when it scores strictly better on the search's
+validation documents (accuracy; ties keep merged integers: no extra nodes at run time).
 
 A merged-trained adapter cannot serve as a branch (its delta is tied to the rounding residual), so the
 branch comes from its own run: the same float fine-tune (shared, not recomputed), the branch profiles' bits
@@ -23,9 +24,9 @@ from toolchain.search import (
     Selection,
     Sensitivity,
     cost_of,
-    rank_key,
     require_reachable,
     select_configs,
+    selection_key,
 )
 from toolchain.search.space import BYTES_PER_MB
 
@@ -65,7 +66,9 @@ class VariantChoice:
 
     @property
     def use_branch(self) -> bool:
-        return self.branch is not None and rank_key(self.branch.metrics) < rank_key(self.merged.metrics)
+        """Only when strictly more accurate on the validation documents: the branch costs a MatMul pair and
+        an Add per layer at run time, and on ties KL decided by noise (bench/adapter_branch.py)."""
+        return self.branch is not None and self.branch.metrics.accuracy > self.merged.metrics.accuracy
 
     @property
     def chosen(self) -> Selection:
@@ -101,7 +104,8 @@ def choose_variant(
     """Best branch candidate over `ranks` (each in its shrunk budget), against the merged selection.
 
     `score_branch` scores a configuration that carries `branch_rank` (as it ships) on the same documents
-    the merged selection was scored on; ties go to merged integers (no extra nodes, no extra bytes)."""
+    the merged selection was scored on; the ranks compete by `selection_key`, and the branch must then be
+    strictly more accurate than merged integers (`VariantChoice.use_branch`)."""
     best: Selection | None = None
     tried: dict[int, dict | None] = {}
     for rank in ranks:
@@ -117,7 +121,7 @@ def choose_variant(
         config = found.config.model_copy(update={"branch_rank": rank})
         candidate = Selection(profile.name, config, cost_of(config), found.metrics, found.candidates_evaluated)
         tried[rank] = candidate.metrics.to_dict()
-        if best is None or rank_key(candidate.metrics) < rank_key(best.metrics):
+        if best is None or selection_key(config, candidate.metrics) < selection_key(best.config, best.metrics):
             best = candidate
     return VariantChoice(profile.name, merged_rank, merged, best, tried)
 

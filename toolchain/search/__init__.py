@@ -17,7 +17,7 @@ from toolchain.search.baselines import (
 from toolchain.search.constraints import check_constraints
 from toolchain.search.pareto import hypervolume, pareto_indices
 from toolchain.search.refine import ParetoConfigSource, SpreadConfigSource
-from toolchain.search.scoring import ScoreCache, beats, error_of, quant_key, rank_key
+from toolchain.search.scoring import ScoreCache, beats, error_of, quant_key, rank_key, selection_key
 from toolchain.search.select import SearchResult, SearchSettings, Selection, select_configs
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, weight_sensitivity
 from toolchain.search.space import (
@@ -57,6 +57,7 @@ __all__ = [
     "rank_key",
     "require_reachable",
     "select_configs",
+    "selection_key",
     "smallest_cost",
     "uniform_at_least",
     "weight_sensitivity",

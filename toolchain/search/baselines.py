@@ -19,7 +19,7 @@ from toolchain.evaluate import Metrics
 from toolchain.models import LayerSpec
 from toolchain.profiles import DeviceProfile
 from toolchain.search.allocate import CostTable, random_levels
-from toolchain.search.scoring import quant_key, rank_key
+from toolchain.search.scoring import quant_key, selection_key
 from toolchain.search.space import Cost, Limit, SearchSpace, cost_of
 
 MetricsScorer = Callable[[BitConfig], Metrics]
@@ -52,7 +52,7 @@ def _best(
     scored = [(c, score(c)) for c in configs]
     if not scored:
         return None
-    config, m = min(scored, key=lambda s: rank_key(s[1]))
+    config, m = min(scored, key=lambda s: selection_key(*s))
     return Baseline(profile.name, kind, config, cost_of(config), m, len(scored))
 
 

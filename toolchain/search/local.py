@@ -2,7 +2,7 @@
 
 Two kinds of move, alternated: give one layer a level more (most promising layer first by the sensitivity
 model) and re-fit the budget by lowering the others greedily; or re-allocate the whole budget with noisy
-sensitivities in a random one of the profile's variants. An improvement (by `rank_key`) becomes the new
+sensitivities in a random one of the profile's variants. An improvement (by `selection_key`) becomes the new
 starting point. Every proposal is within the profile's space and budget before it is scored.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from toolchain.bitconfig import BitConfig
 from toolchain.evaluate import Metrics
 from toolchain.search.allocate import CostTable, allocate, penalty
-from toolchain.search.scoring import ScoreCache, rank_key
+from toolchain.search.scoring import ScoreCache, selection_key
 from toolchain.search.sensitivity import Sensitivity
 from toolchain.search.space import Limit, SearchSpace, genome_of
 from toolchain.search.spread import noisy
@@ -50,7 +50,7 @@ def local_search(
             if cache.evaluations >= budget_end:
                 break
             m = cache(config)
-            if rank_key(m) < rank_key(best_m):
+            if selection_key(config, m) < selection_key(best, best_m):
                 best, best_m = config, m
                 break  # restart the moves from the new best
         stale = stale + 1 if cache.evaluations == before else 0

@@ -1,4 +1,5 @@
-"""Per-device selection: for each profile, the feasible configuration with the best validation accuracy.
+"""Per-device selection: for each profile, the feasible configuration with the best validation accuracy
+(ties: the most bits, then the lowest KL; scoring.selection_key).
 
 One shared search serves every profile: sensitivity-greedy seeds at and below each profile's budget, then
 NSGA-II children over the union of the profiles' spaces (a child no profile can use is never scored); the
@@ -23,7 +24,7 @@ from toolchain.search.allocate import CostTable, allocate
 from toolchain.search.evolve import evolve
 from toolchain.search.local import local_search
 from toolchain.search.pareto import pareto_indices
-from toolchain.search.scoring import ScoreCache, error_of, quant_key, rank_key
+from toolchain.search.scoring import ScoreCache, error_of, quant_key, selection_key
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, module_type
 from toolchain.search.space import Cost, Limit, SearchSpace, Variant, cost_of, genome_of, require_reachable
 
@@ -221,7 +222,7 @@ def _seeds(t: _Target, sens: Sensitivity, cache: ScoreCache, lower: int) -> list
         starts = [None] if uniform is None else [None, uniform]
         picks = [allocate(tb, values, t.limit, sens.ref_bits, start=s) for s in starts] + [uniform]
         found += [(tb, t.space.build(tb.bits(idx), tb.variant)) for idx in picks if idx is not None]
-    best_table = min(found, key=lambda f: rank_key(cache(f[1])))[0]
+    best_table = min(found, key=lambda f: selection_key(f[1], cache(f[1])))[0]
     out = [c for _, c in found]
     cheapest = best_table.totals([0] * len(best_table.logical))
     for k in range(1, lower + 1):
@@ -254,7 +255,7 @@ def _shrunk(limit: Limit, floor: tuple[int, int], frac: float) -> Limit:
 def _best_feasible(t: _Target, cache: ScoreCache) -> tuple[BitConfig, Metrics, int]:
     """The profile's best scored configuration (in its containers), its metrics, and how many competed."""
     feasible = [(a, m) for c, m in cache.items() if (a := t.feasible(c)) is not None]
-    best, m = min(feasible, key=lambda f: rank_key(f[1]))
+    best, m = min(feasible, key=lambda f: selection_key(*f))
     return best, m, len(feasible)
 
 
