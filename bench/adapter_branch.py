@@ -2,8 +2,9 @@
 
 Reads a build's two runs (the merged run and the adapter-branch run beside it, which a build trains when a
 profile allows a branch) and, at each budget (logical bits per weight, the branch's bytes included), picks
-each method's configuration the way the build does: the sensitivity-seeded search (seeds only) on the
-build's validation documents, the branch at each nested rank in what its bytes leave of the budget. The
+each method's configuration the way the build picks the branch's: the search's sensitivity-guided seeds at
+the budget (no evolution or local search), scored on the build's validation documents, the branch at each
+nested rank in what its bytes leave of the budget (toolchain.build.branch.choose_variant). The
 space is aggressive_2bit's (2-4 bits, symmetric or asymmetric, per channel): the branch run's.
 
 - integer merge: the merged run's integers (what ships by default);
@@ -28,14 +29,13 @@ import torch
 from adapter_common import find_run, machine_info, r2
 
 from toolchain.adapter import Run
-from toolchain.build.branch import choose_variant
+from toolchain.build.branch import choose_variant, seeds_only
 from toolchain.build.stages import SEARCH_DOCS, validation_scorer
 from toolchain.io import atomic_write_json
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
-from toolchain.search import SearchSettings, Sensitivity, check_constraints, select_configs
+from toolchain.search import Sensitivity, check_constraints, select_configs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapter_branch.json"
-SEEDS_ONLY = SearchSettings(front_evals=0, local_evals=0, lower_seeds=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for budget in args.budgets:
         profile = base_profile.model_copy(update={"budget": Budget(max_avg_bits=budget)})
-        pick = select_configs([profile], merged.specs, score_merged, sensitivity=sens, settings=SEEDS_ONLY)
+        pick = select_configs([profile], merged.specs, score_merged, sensitivity=sens, settings=seeds_only())
         choice = choose_variant(
             profile, pick.selections[0], merged.settings.rank, merged.specs, score_branch, sens, [8, 4, 2, 1]
         )

@@ -62,7 +62,7 @@ class VariantChoice:
     merged_rank: int  # the merged run's adapter rank (what merged integers are generated at)
     merged: Selection
     branch: Selection | None  # its config carries branch_rank; None when no rank fits the budget
-    ranks_tried: dict[int, dict | None]  # rank -> best score at it (None: the branch alone breaks the budget)
+    ranks_tried: dict[int, dict | None]  # rank -> best score at it (None: no configuration fits beside it)
 
     @property
     def use_branch(self) -> bool:
@@ -117,7 +117,7 @@ def choose_variant(
         def score(config: BitConfig, rank: int = rank) -> Metrics:
             return score_branch(config.model_copy(update={"branch_rank": rank}))
 
-        found = select_configs([shrunk], specs, score, sensitivity=sensitivity, settings=_seeds(seed)).selections[0]
+        found = select_configs([shrunk], specs, score, sensitivity=sensitivity, settings=seeds_only(seed)).selections[0]
         config = found.config.model_copy(update={"branch_rank": rank})
         candidate = Selection(profile.name, config, cost_of(config), found.metrics, found.candidates_evaluated)
         tried[rank] = candidate.metrics.to_dict()
@@ -126,7 +126,8 @@ def choose_variant(
     return VariantChoice(profile.name, merged_rank, merged, best, tried)
 
 
-def _seeds(seed: int) -> SearchSettings:
+def seeds_only(seed: int = 0) -> SearchSettings:
+    """The search's seeds at the budget and nothing else: 3 scores per grid variant."""
     return SearchSettings(seed=seed, front_evals=0, local_evals=0, lower_seeds=0)
 
 
