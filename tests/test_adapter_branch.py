@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from toolchain.adapter import ForwardMode, Grid, RandomConfigSource, Run, TrainSettings, stages, train
+from toolchain.adapter import ForwardMode, Grid, RandomConfigSource, Run, stages, train
 from toolchain.bitconfig import config_from_bits
 from toolchain.build.branch import BRANCH, MERGED, branch_ranks, choose_variant, shrunk_profile
 from toolchain.errors import BadInputError
@@ -19,23 +19,10 @@ from toolchain.io import sha256_file
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.search import Selection, Sensitivity, check_constraints, cost_of
-from toolchain.testing import tiny_model_dir
+from toolchain.testing import tiny_model_dir, tiny_train_settings
 from toolchain.validators import validate
 
-SETTINGS = TrainSettings(
-    max_length=32,
-    batch_size=8,
-    float_steps=150,
-    float_mode="full",
-    float_lr=3e-3,
-    head_lr=1e-2,
-    steps=30,
-    rank=4,
-    lr=1e-2,
-    checkpoint_every=10,
-    bits=[2, 3, 4],
-    grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)],
-)
+SETTINGS = tiny_train_settings(bits=[2, 3, 4], grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
 
 
 @pytest.fixture(scope="module", autouse=True)

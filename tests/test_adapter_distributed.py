@@ -38,15 +38,12 @@ SCRIPT = textwrap.dedent(
 
     import torch
 
-    from toolchain.adapter import Grid, TrainSettings, train
-    from toolchain.testing import tiny_corpus
+    from toolchain.adapter import Grid, train
+    from toolchain.testing import tiny_corpus, tiny_train_settings
 
     torch.set_num_threads(1)
     root = Path(sys.argv[1])
-    settings = TrainSettings(
-        max_length=32, batch_size=8, float_steps=150, float_mode="full", float_lr=3e-3, head_lr=1e-2,
-        steps=20, rank=4, lr=1e-2, checkpoint_every=10, bits=[2, 3], grids=[Grid()],
-    )
+    settings = tiny_train_settings(steps=20, bits=[2, 3], grids=[Grid()])
     train(root / "model", tiny_corpus(), root / "run", settings, progress=False)
     print("DONE", flush=True)
     """

@@ -18,18 +18,9 @@ from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import encode, predict_logits
 from toolchain.io import sha256_file
 from toolchain.quant.core import Scheme, int_range
+from toolchain.testing import tiny_train_settings
 
-SETTINGS = TrainSettings(
-    max_length=32,
-    batch_size=8,
-    float_steps=150,
-    float_mode="full",
-    float_lr=3e-3,
-    head_lr=1e-2,
-    steps=30,
-    rank=4,
-    lr=1e-2,
-    checkpoint_every=10,
+SETTINGS = tiny_train_settings(
     refine_every=10,
     bits=[2, 3, 4, 8],
     grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC), Grid(block_size=16)],
@@ -179,9 +170,8 @@ def test_resume_gives_identical_integers(run, interrupted, tiny_model_path, tiny
 
 def _copy_float_stage(run: Run, run_dir: Path) -> None:
     """Seed `run_dir` with `run`'s float model, logits, quantized base and data: training skips them."""
-    for name in (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA):
-        src = run.run_dir / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, run_dir / name)
+    stages.share_float_stages(run.run_dir, run_dir)
+    shutil.copy2(run.run_dir / stages.BASE, run_dir / stages.BASE)  # same bits and grids: the same base
 
 
 def test_scale_only_training_keeps_the_base_integers(run, tiny_model_path, tiny_data, tmp_path):

@@ -63,3 +63,23 @@ def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0,
     )
     BertModel(config).save_pretrained(path)
     return path
+
+
+def tiny_train_settings(**overrides):
+    """TrainSettings for a seconds-long training run on the tiny model and corpus: a full float fine-tune
+    the tiny model learns the task from, then 30 adapter steps at rank 4 with a high learning rate."""
+    from toolchain.adapter import TrainSettings
+
+    tiny = {
+        "max_length": 32,
+        "batch_size": 8,
+        "float_steps": 150,
+        "float_mode": "full",
+        "float_lr": 3e-3,
+        "head_lr": 1e-2,
+        "steps": 30,
+        "rank": 4,
+        "lr": 1e-2,
+        "checkpoint_every": 10,
+    }
+    return TrainSettings(**(tiny | overrides))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -153,7 +154,7 @@ def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceC
     from toolchain.build.branch import branch_ranks, choose_variant
 
     t = time.perf_counter()
-    brun = train_branch_run(run, s.model, s.data, inputs.profiles, progress=s.progress)
+    brun = train_branch_run(run, inputs.model_dir, inputs.dataset, inputs.profiles, progress=s.progress)
     if brun is None:
         return {}, None
     stages["branch_training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": brun.info["timings_s"]}
@@ -174,7 +175,7 @@ def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceC
         if p.adapter_branch
     }
     stages["branch_search_wall_s"] = round(time.perf_counter() - t, 1)
-    return choices, DeviceContext(run=brun, model_name=ctx.model_name, front_svg=ctx.front_svg)
+    return choices, dataclasses.replace(ctx, run=brun)
 
 
 def _build_record(wall_s: float, stages: dict) -> dict:

@@ -60,9 +60,10 @@ def train_run(
     return run
 
 
-def train_branch_run(merged, model: Path | None, data: str | None, profiles: Sequence[DeviceProfile], *, progress=True):
+def train_branch_run(merged, model_dir: Path, dataset, profiles: Sequence[DeviceProfile], *, progress=True):
     """The adapter-branch run for the profiles that allow a branch (None when none does): their bits and
-    grids, `forward="branch"`, `merged`'s steps, seed and float fine-tune (copied, not recomputed)."""
+    grids, `forward="branch"`, `merged`'s steps, seed and float fine-tune (copied, not recomputed).
+    `model_dir` and `dataset` (a TextDataset) are the merged run's."""
     from toolchain.adapter import ForwardMode, train
     from toolchain.adapter.stages import share_float_stages
     from toolchain.build.branch import branch_run_dir
@@ -79,7 +80,7 @@ def train_branch_run(merged, model: Path | None, data: str | None, profiles: Seq
         raise ValueError("the branch run's float stage differs from the merged run's; it cannot share it")
     out = branch_run_dir(merged.run_dir, settings.digest())
     share_float_stages(merged.run_dir, out)
-    return train(model or default_model_path(), load_dataset(data), out, settings, progress=progress)
+    return train(model_dir, dataset, out, settings, progress=progress)
 
 
 def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str], block_size: int | None) -> list[dict]:

@@ -119,7 +119,7 @@ def apply_quantized(model: nn.Module, weights: dict[str, QuantizedWeight]) -> nn
     layers = [n for n in weights if n not in factors]
     orphans = factors - {n + suffix for n in layers for suffix in (BRANCH_DOWN, BRANCH_UP)}
     if orphans:
-        raise ValueError(f"branch factors without their layer (or without their pair): {sorted(orphans)}")
+        raise ValueError(f"branch factors without their layer: {sorted(orphans)}")
     for name in layers:
         linear = get_module(model, name)
         down, up = weights.get(name + BRANCH_DOWN), weights.get(name + BRANCH_UP)
