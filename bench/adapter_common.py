@@ -20,6 +20,7 @@ import torch
 
 from toolchain.adapter import Run, TrainSettings, stages, train
 from toolchain.bitconfig import BitConfig
+from toolchain.build.branch import BRANCH_RUN_INFIX
 from toolchain.data import TextDataset
 from toolchain.evaluate import encode, metrics
 from toolchain.quant.model import apply_quantized
@@ -54,7 +55,9 @@ def find_run(dist: Path, hint: str = "", *, branch: bool = False) -> Path:
     """The one finished training run of an `edgeq build --out` directory (`hint`: what to do when not one):
     the merged run, or with `branch` the adapter-branch run beside it (toolchain.build.branch)."""
     runs = [
-        d for d in sorted((dist / ".edgeq").glob("run-*")) if Run.is_complete(d) and ("-branch-" in d.name) == branch
+        d
+        for d in sorted((dist / ".edgeq").glob("run-*"))
+        if Run.is_complete(d) and (BRANCH_RUN_INFIX in d.name) == branch
     ]
     if len(runs) != 1:
         kind = "adapter-branch" if branch else "merged"

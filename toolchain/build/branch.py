@@ -31,6 +31,7 @@ from toolchain.search import (
 from toolchain.search.space import BYTES_PER_MB
 
 MERGED, BRANCH = "merged integers (CoA-LoRA)", "int8 adapter branch (CoA-LoRA)"
+BRANCH_RUN_INFIX = "-branch-"  # <merged run>-branch-<settings digest>: the branch run's directory name
 
 
 def branch_ranks(trained_rank: int) -> list[int]:
@@ -142,4 +143,4 @@ def _reachable(profile: DeviceProfile, specs) -> bool:
 def branch_run_dir(merged_run_dir: Path, settings_digest: str) -> Path:
     """The branch run beside the merged one (whose key covers the model, data and format), keyed by its
     own settings."""
-    return merged_run_dir.with_name(f"{merged_run_dir.name}-branch-{settings_digest}")
+    return merged_run_dir.with_name(f"{merged_run_dir.name}{BRANCH_RUN_INFIX}{settings_digest}")
