@@ -199,3 +199,44 @@ def test_a_rank_whose_branch_alone_breaks_the_budget_is_not_tried(agg_wide):
 
 def test_branch_ranks_halve_to_one():
     assert branch_ranks(8) == [8, 4, 2, 1] and branch_ranks(1) == [1] and branch_ranks(6) == [6, 3, 1]
+
+
+def test_the_branch_run_trains_only_on_bases_a_branch_profile_can_afford(agg_wide):
+    """Every admitted base fits aggressive_2bit's budget beside a rank-1 branch; costlier bases are not."""
+    from toolchain.adapter import FilteredConfigSource
+    from toolchain.build.branch import branch_training_filter
+
+    profile, specs = agg_wide
+    admits = branch_training_filter([profile], specs)
+    spread = RandomConfigSource(specs, bits=[2, 3, 4], grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
+    drawn = spread.sample(random.Random(0), 60)
+    kept = [c for c in drawn if admits(c)]
+    assert 0 < len(kept) < len(drawn)
+    for c in kept:
+        assert check_constraints(profile, c.model_copy(update={"branch_rank": 1}), specs) == []
+    for c in drawn:
+        if not admits(c):
+            assert check_constraints(profile, c.model_copy(update={"branch_rank": 1}), specs) != []
+    trained_on = FilteredConfigSource(spread, admits).sample(random.Random(1), 20)
+    assert all(admits(c) for c in trained_on)
+
+
+def test_no_branch_run_when_no_profile_can_afford_a_branch(agg_wide):
+    from toolchain.build.branch import branch_training_filter
+    from toolchain.search.toy import bert_like_specs
+
+    profile, specs = agg_wide
+    assert branch_training_filter([profile.model_copy(update={"adapter_branch": False})], specs) is None
+    narrow = bert_like_specs(1, 128, 256)  # a rank-1 branch's row scales alone take 2.5-bit room away
+    assert branch_training_filter([profile], narrow) is None
+
+
+def test_the_branch_run_is_keyed_by_the_budgets_it_trains_for(agg_wide, tmp_path):
+    from toolchain.build.branch import branch_run_dir, branch_steps
+
+    profile, _ = agg_wide
+    looser = profile.model_copy(update={"budget": Budget(max_avg_bits=3.0)})
+    a, b = branch_run_dir(tmp_path / "run-x", "d", [profile]), branch_run_dir(tmp_path / "run-x", "d", [looser])
+    assert a != b and a.name.startswith("run-x-branch-")
+    assert branch_run_dir(tmp_path / "run-x", "d", [profile]) == a
+    assert (branch_steps(200), branch_steps(1), branch_steps(0)) == (100, 1, 0)

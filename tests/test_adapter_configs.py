@@ -7,6 +7,7 @@ import random
 import pytest
 
 from toolchain.adapter.configs import (
+    FilteredConfigSource,
     FixedConfigSource,
     RandomConfigSource,
     make_config,
@@ -37,6 +38,18 @@ def test_spread_source_respects_non_contiguous_bits():
     src = RandomConfigSource(SPECS, bits=[2, 4, 8])
     got = {b for c in src.sample(random.Random(0), 30) for b in c.bits_vector()}
     assert got == {2, 4, 8}
+
+
+def test_filtered_source_keeps_only_what_it_admits_and_stays_seeded():
+    spread = RandomConfigSource(SPECS, bits=range(2, 9))
+    low = FilteredConfigSource(spread, lambda c: c.avg_bits <= 3.2)
+    assert isinstance(low, ConfigSource)
+    a, b = low.sample(random.Random(5), 30), low.sample(random.Random(5), 30)
+    assert [c.digest() for c in a] == [c.digest() for c in b]
+    assert all(c.avg_bits <= 3.2 for c in a)
+    assert max(c.avg_bits for c in spread.sample(random.Random(5), 30)) > 4  # the filter is what kept them low
+    with pytest.raises(BadInputError, match="no training configuration admitted in 50 draws"):
+        FilteredConfigSource(spread, lambda c: False, max_tries=50).sample(random.Random(0), 1)
 
 
 def test_fixed_source_returns_its_configurations():

@@ -7,6 +7,7 @@ IntLoRA-style integer merge trained straight-through (see DESIGN.md). Entry poin
 from __future__ import annotations
 
 from toolchain.adapter.configs import (
+    FilteredConfigSource,
     FixedConfigSource,
     RandomConfigSource,
     make_config,
@@ -19,6 +20,7 @@ from toolchain.config_source import ConfigSource
 __all__ = [
     "ConfigSource",
     "DeltaUnits",
+    "FilteredConfigSource",
     "FixedConfigSource",
     "ForwardMode",
     "Grid",

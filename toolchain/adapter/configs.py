@@ -98,6 +98,27 @@ class FixedConfigSource:
         """A fixed set does not change."""
 
 
+class FilteredConfigSource:
+    """The configurations of `source` that `admits` accepts (rejection sampling from the trainer's rng, so
+    still a function of the step). A run that serves a few budgets trains only on what they can ship."""
+
+    def __init__(self, source, admits: Callable[[BitConfig], bool], max_tries: int = 1000):
+        self.source, self.admits, self.max_tries = source, admits, max_tries
+
+    def _one(self, rng: random.Random) -> BitConfig:
+        for _ in range(self.max_tries):
+            config = self.source.sample(rng, 1)[0]
+            if self.admits(config):
+                return config
+        raise BadInputError(f"no training configuration admitted in {self.max_tries} draws; is the filter satisfiable?")
+
+    def sample(self, rng: random.Random, k: int) -> list[BitConfig]:
+        return [self._one(rng) for _ in range(k)]
+
+    def refine(self, step: int, score: Callable[[BitConfig], float]) -> None:
+        self.source.refine(step, score)
+
+
 def random_config_at(
     specs: Sequence[LayerSpec],
     avg_bits: float,

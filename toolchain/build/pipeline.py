@@ -150,13 +150,20 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, stages: dict) -
 
 def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceContext, stages: dict):
     """For each profile that allows an adapter branch, the merged-or-branch choice (toolchain.build.branch),
-    and the device context of the branch run; ({}, None) when no profile allows one."""
-    from toolchain.build.branch import branch_ranks, choose_variant
+    and the device context of the branch run; ({}, None) when no profile allows one. When none can afford
+    one, no branch run is trained and each such profile records that no rank fit."""
+    from toolchain.build.branch import VariantChoice, branch_ranks, choose_variant
 
     t = time.perf_counter()
     brun = train_branch_run(run, inputs.model_dir, inputs.dataset, inputs.profiles, progress=s.progress)
     if brun is None:
-        return {}, None
+        unfit = dict.fromkeys(branch_ranks(run.settings.rank))
+        rank = run.settings.rank
+        return {
+            p.name: VariantChoice(p.name, rank, result.selection(p.name), None, unfit)
+            for p in inputs.profiles
+            if p.adapter_branch
+        }, None
     stages["branch_training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": brun.info["timings_s"]}
     t = time.perf_counter()
     score = validation_scorer(brun, SEARCH_DOCS)

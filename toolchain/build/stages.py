@@ -61,26 +61,29 @@ def train_run(
 
 
 def train_branch_run(merged, model_dir: Path, dataset, profiles: Sequence[DeviceProfile], *, progress=True):
-    """The adapter-branch run for the profiles that allow a branch (None when none does): their bits and
-    grids, `forward="branch"`, `merged`'s steps, seed and float fine-tune (copied, not recomputed).
-    `model_dir` and `dataset` (a TextDataset) are the merged run's."""
-    from toolchain.adapter import ForwardMode, train
+    """The adapter-branch run for the profiles that allow a branch (None when none does, or none can afford
+    one): their bits and grids, `forward="branch"`, `merged`'s seed, rank and float fine-tune (copied, not
+    recomputed), half its steps, on the base configurations those profiles can ship beside a branch
+    (toolchain.build.branch). `model_dir` and `dataset` (a TextDataset) are the merged run's."""
+    from toolchain.adapter import FilteredConfigSource, ForwardMode, RandomConfigSource, train
     from toolchain.adapter.stages import share_float_stages
-    from toolchain.build.branch import branch_run_dir
+    from toolchain.build.branch import branch_run_dir, branch_steps, branch_training_filter
 
     allowed = [p for p in profiles if p.adapter_branch]
-    if not allowed:
+    admits = branch_training_filter(allowed, merged.specs)
+    if admits is None:
         return None
-    keep = {"seed": merged.settings.seed, "steps": merged.settings.steps, "rank": merged.settings.rank}
+    keep = {"seed": merged.settings.seed, "steps": branch_steps(merged.settings.steps), "rank": merged.settings.rank}
     settings = training_settings(allowed, forward=ForwardMode.BRANCH, **keep)
     if (settings.float_digest(), settings.effective_train_length) != (
         merged.settings.float_digest(),
         merged.settings.effective_train_length,
     ):
         raise ValueError("the branch run's float stage differs from the merged run's; it cannot share it")
-    out = branch_run_dir(merged.run_dir, settings.digest())
+    out = branch_run_dir(merged.run_dir, settings.digest(), allowed)
     share_float_stages(merged.run_dir, out)
-    return train(model_dir, dataset, out, settings, progress=progress)
+    source = FilteredConfigSource(RandomConfigSource(merged.specs, settings.bits, settings.grids), admits)
+    return train(model_dir, dataset, out, settings, config_source=source, progress=progress)
 
 
 def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str], block_size: int | None) -> list[dict]:
