@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-from adapter_common import find_run, machine_info, r2
+from adapter_common import find_run, machine_info
 
-from toolchain.adapter import FilteredConfigSource, ForwardMode, RandomConfigSource, Run, train
+from toolchain.adapter import ForwardMode, RandomConfigSource, Run, train
 from toolchain.adapter.stages import DATA, read_dataset, share_float_stages
 from toolchain.bitconfig import BitConfig, config_from_bits
-from toolchain.build.branch import branch_steps, branch_training_filter
+from toolchain.build.branch import branch_steps, branch_training_filter, branch_training_source
 from toolchain.build.stages import training_settings
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path
@@ -65,27 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     if admits is None:
         raise SystemExit(f"{profile.name}: no branch fits beside any base configuration of this model")
     variants = {
-        f"spread, {merged.settings.steps} steps": (merged.settings.steps, None),
-        f"spread, {half} steps": (half, None),
-        f"budgeted, {half} steps": (half, admits),
+        f"spread, {merged.settings.steps} steps": (merged.settings.steps, False),
+        f"spread, {half} steps": (half, False),
+        f"budgeted, {half} steps": (half, True),
     }
     dataset = read_dataset(merged.run_dir / DATA)  # the merged run's data: the same seeded split
     rows, trained = [], {}
-    for name, (steps, keep) in variants.items():
+    for name, (steps, budgeted) in variants.items():
         keep_run = {"seed": merged.settings.seed, "rank": merged.settings.rank, "steps": steps}
         settings = training_settings([profile], forward=ForwardMode.BRANCH, **keep_run)
-        run_dir = args.work / f"{'budgeted' if keep else 'spread'}-{settings.digest()}"
+        run_dir = args.work / f"{'budgeted' if budgeted else 'spread'}-{settings.digest()}"
         share_float_stages(merged.run_dir, run_dir)
-        source = RandomConfigSource(merged.specs, settings.bits, settings.grids)
-        t = time.perf_counter()
-        run = train(
-            default_model_path(),
-            dataset,
-            run_dir,
-            settings,
-            config_source=source if keep is None else FilteredConfigSource(source, keep),
+        source = (
+            branch_training_source([profile], merged.specs, settings.bits, settings.grids)  # what a build trains on
+            if budgeted
+            else RandomConfigSource(merged.specs, settings.bits, settings.grids)
         )
-        trained[name] = {"steps": steps, "wall_s": r2(time.perf_counter() - t), "run": str(run_dir)}
+        run = train(default_model_path(), dataset, run_dir, settings, config_source=source)
+        adapter = run.info["timings_s"]["adapter"]  # as the run recorded it (a rerun reuses finished runs)
+        trained[name] = {"steps": steps, "wall_s": adapter["wall_s"], "cpu_s": adapter["cpu_s"], "run": str(run_dir)}
         for label, config in configs(run.specs).items():
             test, val = run.score(config, "test"), run.score(config, "val")
             rows.append(
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     "run": name,
                     "config": label,
                     "avg_bits": round(config.avg_bits, 4),
-                    "fits_aggressive_2bit": admits(config.model_copy(update={"branch_rank": None})),
+                    "in_budgeted_training_set": admits(config.model_copy(update={"branch_rank": None})),
                     "test": test.to_dict(),
                     "validation": val.to_dict(),
                 }
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             "profile": profile.name,
             "runs": trained,
             "rows": rows,
-            "seconds": r2(time.perf_counter() - t0),
+            "seconds": round(time.perf_counter() - t0, 1),
             "machine": machine_info(args.threads),
         },
     )

@@ -17,6 +17,11 @@ block between `<!-- compare -->` markers, and the plot bench/results/compare.png
 
 writes bench/adapter_branch.py's table (integer merge, merge-then-round and the int8 branch at equal
 budgets) into the block between `<!-- branch -->` markers.
+
+    python bench/readme_assets.py --branch-training bench/results/adapter_branch_training.json
+
+writes bench/adapter_branch_training.py's table (spread and budgeted branch runs, test accuracy and KL)
+into the block between `<!-- branch-training -->` markers.
 """
 
 from __future__ import annotations
@@ -329,6 +334,29 @@ def branch_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def branch_training_table(result: dict) -> str:
+    """bench/adapter_branch_training.py's rows: one column per branch run, test accuracy and KL per config."""
+    runs = list(result["runs"])
+    by = {(r["run"], r["config"]): r for r in result["rows"]}
+    configs = list(dict.fromkeys(r["config"] for r in result["rows"]))
+    machine = result.get("machine", {})
+    lines = [
+        f"Measured at commit {machine.get('git_commit', '?')} on {machine.get('date', '?')[:10]} "
+        f"({result['profile']}'s space; test split: accuracy, KL to the float model; training wall seconds in "
+        "the header).",
+        "",
+        "| configuration (int8 branch) | "
+        + " | ".join(f"{name} ({result['runs'][name]['wall_s']:.0f} s)" for name in runs)
+        + " | base in the budgeted training set |",
+        "|---|" + "---|" * (len(runs) + 1),
+    ]
+    for c in configs:
+        cells = [f"{by[(n, c)]['test']['accuracy']:.2f} %, KL {by[(n, c)]['test']['kl']:.4f}" for n in runs]
+        fits = "yes" if by[(runs[0], c)]["in_budgeted_training_set"] else "no"
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {fits} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dist", type=Path, nargs="?")
@@ -336,7 +364,15 @@ def main() -> None:
     parser.add_argument("--device", default="rpi5", help="whose report to screenshot")
     parser.add_argument("--compare", type=Path, default=None, help="bench/compare.py's JSON: tables and plot only")
     parser.add_argument("--branch", type=Path, default=None, help="bench/adapter_branch.py's JSON: its table only")
+    parser.add_argument(
+        "--branch-training", type=Path, default=None, help="bench/adapter_branch_training.py's JSON: its table only"
+    )
     args = parser.parse_args()
+    if args.branch_training is not None:
+        body = branch_training_table(json.loads(args.branch_training.read_text()))
+        replace_block(REPO / "README.md", "branch-training", body)
+        print(body + "\n\n(README branch-training block replaced)")
+        return
     if args.compare is not None:
         compare_assets(args.compare)
         return

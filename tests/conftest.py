@@ -80,3 +80,13 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> TinyBuild:
     code = main(build.args(build.out))
     assert code == 0, f"the tiny reference build exited {code}"
     return build
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: a second thread only adds synchronisation (10x slower on a busy 2-core box).
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

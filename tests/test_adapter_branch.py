@@ -25,12 +25,7 @@ from toolchain.validators import validate
 SETTINGS = tiny_train_settings(bits=[2, 3, 4], grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +199,7 @@ def test_branch_ranks_halve_to_one():
 def test_the_branch_run_trains_only_on_bases_a_branch_profile_can_afford(agg_wide):
     """Every admitted base fits aggressive_2bit's budget beside a rank-1 branch; costlier bases are not."""
     from toolchain.adapter import FilteredConfigSource
-    from toolchain.build.branch import branch_training_filter
+    from toolchain.build.branch import branch_training_filter, branch_training_source
 
     profile, specs = agg_wide
     admits = branch_training_filter([profile], specs)
@@ -219,6 +214,8 @@ def test_the_branch_run_trains_only_on_bases_a_branch_profile_can_afford(agg_wid
             assert check_constraints(profile, c.model_copy(update={"branch_rank": 1}), specs) != []
     trained_on = FilteredConfigSource(spread, admits).sample(random.Random(1), 20)
     assert all(admits(c) for c in trained_on)
+    source = branch_training_source([profile], specs, [2, 3, 4], [Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
+    assert source.fallback.bits_vector() == [2] * len(specs) and admits(source.fallback)
 
 
 def test_no_branch_run_when_no_profile_can_afford_a_branch(agg_wide):
@@ -240,3 +237,19 @@ def test_the_branch_run_is_keyed_by_the_budgets_it_trains_for(agg_wide, tmp_path
     assert a != b and a.name.startswith("run-x-branch-")
     assert branch_run_dir(tmp_path / "run-x", "d", [profile]) == a
     assert (branch_steps(200), branch_steps(1), branch_steps(0)) == (100, 1, 0)
+
+
+def test_edgeq_train_forward_branch_trains_a_branch_run(tiny_model_path, tmp_path):
+    """`edgeq train --forward branch`: a run whose configurations can carry an int8 branch (`edgeq export`)."""
+    from toolchain.cli import main
+    from toolchain.testing import write_tiny_corpus
+
+    data, out = write_tiny_corpus(tmp_path / "data"), tmp_path / "run"
+    args = ["train", "--model", str(tiny_model_path), "--data", str(data), "--out", str(out), "--steps", "2"]
+    assert main([*args, "--forward", "branch"]) == 0
+    run = Run.load(out)
+    assert run.settings.forward is ForwardMode.BRANCH and run.settings.steps == 2
+    config = config_from_bits(run.specs, 4).model_copy(update={"branch_rank": 1})
+    weights = run.generate(config)
+    assert len(weights) == len(config.stored_layers())  # base integers plus both factors per layer
+    assert main([*args, "--forward", "sideways"]) == 2  # argparse: bad input

@@ -52,6 +52,14 @@ def test_filtered_source_keeps_only_what_it_admits_and_stays_seeded():
         FilteredConfigSource(spread, lambda c: False, max_tries=50).sample(random.Random(0), 1)
 
 
+def test_filtered_source_falls_back_when_its_filter_admits_almost_nothing():
+    cheapest = make_config(SPECS, [2] * 12, [Grid()] * 12)
+    only = FilteredConfigSource(RandomConfigSource(SPECS, bits=range(2, 9)), lambda c: c == cheapest, cheapest)
+    assert only.sample(random.Random(0), 3) == [cheapest] * 3
+    with pytest.raises(ValueError, match="fallback"):
+        FilteredConfigSource(RandomConfigSource(SPECS), lambda c: False, cheapest)
+
+
 def test_fixed_source_returns_its_configurations():
     cfg = make_config(SPECS, [3] * 12, [Grid()] * 12)
     assert FixedConfigSource([cfg]).sample(random.Random(0), 2) == [cfg, cfg]

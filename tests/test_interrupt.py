@@ -28,6 +28,7 @@ from toolchain.build.package import verify_package
 from toolchain.cli import main, signals_interrupt
 from toolchain.errors import (
     EXIT_BAD_INPUT,
+    EXIT_HUNG_UP,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TERMINATED,
@@ -37,7 +38,7 @@ from toolchain.errors import (
 from toolchain.io import atomic_write_bytes, staged_dir
 
 PROFILE = "rpi5"  # the one profile of the tiny build (conftest.TINY_BUILD_PROFILE)
-EXIT_FOR = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+EXIT_FOR = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED, signal.SIGHUP: EXIT_HUNG_UP}
 LEFTOVER_SUFFIXES = (".partial", ".tmp", ".old")
 
 
@@ -46,11 +47,13 @@ LEFTOVER_SUFFIXES = (".partial", ".tmp", ".old")
 
 @pytest.fixture(autouse=True)
 def _terminal_signal_dispositions():
-    """SIGINT and SIGTERM as in a terminal. A suite started in the background (CI, nohup, `&`) inherits
-    SIGINT ignored, which edgeq rightly keeps ignored, and so would every build these tests start."""
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT, SIGTERM and SIGHUP as in a terminal. A suite started in the background (CI, nohup, `&`) inherits
+    SIGINT (and under nohup SIGHUP) ignored, which edgeq rightly keeps ignored, and so would every build these
+    tests start."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     signal.signal(signal.SIGINT, signal.default_int_handler)  # a Python handler: children start at SIG_DFL
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     yield
     for sig, handler in previous.items():
         signal.signal(sig, handler)
@@ -125,7 +128,7 @@ def _assert_interrupted(build: Build, code: int, sig: signal.Signals, out: Path)
 # ---- real builds, really signalled ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_signal_during_training_keeps_the_previous_build(tiny_build, tmp_path, capsys, sig):
     """A second build (another seed, so it trains) into a complete OUT: the lock turns a third build away
     while it runs; the signal stops it mid-training; every file of the first build is unchanged."""
@@ -236,7 +239,7 @@ def _fake_build(monkeypatch, body: Callable[[object], None]) -> None:
     monkeypatch.setattr(pipeline, "build", body)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_signal_unwinds_through_staged_dir(monkeypatch, tmp_path, capsys, sig):
     final = tmp_path / "out" / PROFILE
     final.mkdir(parents=True)

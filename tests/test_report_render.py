@@ -1,4 +1,4 @@
-"""The HTML reports render in headless Chromium with no console errors (slow: builds a tiny model first)."""
+"""The HTML reports: numbers as printed, and rendering in headless Chromium with no console errors (slow)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,10 @@ def test_reports_render_without_console_errors(tmp_path, profiles_dir):
         png = tmp_path / f"{page.parent.name}.png"
         assert assets.screenshot(page, png) == []
         assert png.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_a_number_that_rounds_to_zero_prints_without_a_sign():
+    from toolchain.build.report import _num
+
+    assert _num(-0.001, " pts") == "0.00 pts"  # an accuracy drop of a fraction of a document
+    assert (_num(-0.22, " pts"), _num(98.204, " %"), _num(None, " %")) == ("-0.22 pts", "98.20 %", "n/a")

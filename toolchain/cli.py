@@ -1,7 +1,7 @@
 """The `edgeq` command line: one class per subcommand, each a thin shell over a library call.
 
 Exit codes: 0 ok, 1 internal error, 2 bad input (an unwritable output or a full disk included), 3 validation
-failed, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+failed, 130 interrupted (SIGINT), 143 terminated (SIGTERM), 129 hung up (SIGHUP).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
         prog="edgeq",
         description="One fine-tuning run, then a verified, quantized ONNX model for every edge device.",
         epilog="exit codes: 0 ok, 1 internal error, 2 bad input (unwritable output and full disk included), "
-        "3 validation failed, 130 interrupted (SIGINT), 143 terminated (SIGTERM)",
+        "3 validation failed, 130 interrupted (SIGINT), 143 terminated (SIGTERM), 129 hung up (SIGHUP)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in commands:
@@ -142,8 +142,9 @@ def _internal_error(command: str) -> int:
 
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """While the block runs, SIGTERM (and SIGINT) raise Interrupted, which unwinds like Ctrl-C: every staging
-    directory and temporary file is removed on the way out and earlier complete outputs stay as they were.
+    """While the block runs, SIGTERM, SIGHUP (the terminal closed) and SIGINT raise Interrupted, which unwinds
+    like Ctrl-C: every staging directory and temporary file is removed on the way out and earlier complete
+    outputs stay as they were.
 
     Without this, SIGTERM would kill the process at once (exit 143, no message, staged files left behind).
     Only the first signal raises; a second one during that cleanup is ignored so the cleanup finishes
@@ -166,6 +167,8 @@ def signals_interrupt() -> Iterator[None]:
             raise Interrupted(signum)
 
     wanted = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    if hasattr(signal, "SIGHUP"):  # POSIX; under nohup it is ignored, and stays so
+        wanted[signal.SIGHUP] = signal.SIG_DFL
     previous = {sig: signal.getsignal(sig) for sig in wanted}
     installed = [sig for sig, default in wanted.items() if previous[sig] is default]
     for sig in installed:

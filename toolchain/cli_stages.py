@@ -41,12 +41,21 @@ class TrainCommand(Command):
         _add_training_inputs(parser, "adapter training steps")
         parser.add_argument("--out", type=Path, required=True, help="run directory to write")
         parser.add_argument("--rank", type=count, help="maximum adapter rank (DyLoRA: every lower rank too)")
+        parser.add_argument(
+            "--forward",
+            choices=["merged", "branch"],
+            default="merged",
+            help="merged: the adapter merged into the integers (default); branch: frozen integers plus a low-rank "
+            "branch, exported as int8 factors for a profile with adapter_branch (a BitConfig with branch_rank)",
+        )
 
     def run(self, args):
         from toolchain.build.stages import train_run
 
         require_writable(args.out, "--out")
-        run = train_run(args.model, args.data, args.out, steps=args.steps, rank=args.rank, seed=args.seed)
+        run = train_run(
+            args.model, args.data, args.out, steps=args.steps, rank=args.rank, seed=args.seed, forward=args.forward
+        )
         print(f"run {run.run_dir}: float test accuracy {run.float_accuracy:.2f} %")
         return EXIT_OK
 

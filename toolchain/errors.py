@@ -1,8 +1,8 @@
 """Typed errors and the CLI exit codes they map to.
 
 Exit codes (documented in the README): 0 ok, 1 internal error, 2 bad input (an unusable output location or a
-full disk included), 3 validation failed, 130 interrupted by SIGINT, 143 terminated by SIGTERM (128 + the
-signal number, as a shell reports a process the signal killed).
+full disk included), 3 validation failed, 130 interrupted by SIGINT, 143 terminated by SIGTERM, 129 hung up (SIGHUP: the
+terminal closed) (128 + the signal number, as a shell reports a process the signal killed).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ EXIT_BAD_INPUT = 2
 EXIT_VALIDATION_FAILED = 3
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+EXIT_HUNG_UP = 129  # 128 + SIGHUP (POSIX; Windows has no SIGHUP)
 
 # OSError numbers that describe the machine, not a bug: full disk or quota, read-only file system, permissions,
 # a failing device, a path that cannot exist. The CLI reports these as bad input (exit 2), without a traceback.
@@ -95,7 +96,7 @@ class WriteError(EdgeqError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived. Unwinds like Ctrl-C (a BaseException, so `except Exception` does not swallow
+    """SIGINT, SIGTERM or SIGHUP arrived. Unwinds like Ctrl-C (a BaseException, so `except Exception` does not swallow
     it and every staging directory and temporary file is removed on the way out); exit code 128 + signal."""
 
     def __init__(self, signum: int):

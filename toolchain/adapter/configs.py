@@ -100,17 +100,30 @@ class FixedConfigSource:
 
 class FilteredConfigSource:
     """The configurations of `source` that `admits` accepts (rejection sampling from the trainer's rng, so
-    still a function of the step). A run that serves a few budgets trains only on what they can ship."""
+    still a function of the step). A run that serves a few budgets trains only on what they can ship.
 
-    def __init__(self, source, admits: Callable[[BitConfig], bool], max_tries: int = 1000):
-        self.source, self.admits, self.max_tries = source, admits, max_tries
+    `fallback` (an admitted configuration, e.g. the cheapest) is drawn when `max_tries` draws in a row are
+    refused: a budget that admits almost nothing of the spread then trains on what it does admit."""
+
+    def __init__(
+        self,
+        source,
+        admits: Callable[[BitConfig], bool],
+        fallback: BitConfig | None = None,
+        max_tries: int = 1000,
+    ):
+        if fallback is not None and not admits(fallback):
+            raise ValueError("fallback: the filter refuses it")
+        self.source, self.admits, self.fallback, self.max_tries = source, admits, fallback, max_tries
 
     def _one(self, rng: random.Random) -> BitConfig:
         for _ in range(self.max_tries):
             config = self.source.sample(rng, 1)[0]
             if self.admits(config):
                 return config
-        raise BadInputError(f"no training configuration admitted in {self.max_tries} draws; is the filter satisfiable?")
+        if self.fallback is not None:
+            return self.fallback
+        raise BadInputError(f"no training configuration admitted in {self.max_tries} draws and no fallback")
 
     def sample(self, rng: random.Random, k: int) -> list[BitConfig]:
         return [self._one(rng) for _ in range(k)]

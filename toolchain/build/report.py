@@ -167,7 +167,8 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
 
 
 def _num(v: float | None, unit: str) -> str:
-    return "n/a" if v is None else f"{v:.2f}{unit}"
+    """Two decimals; a value that rounds to zero prints as 0.00, not -0.00."""
+    return "n/a" if v is None else f"{round(v, 2) + 0.0:.2f}{unit}"
 
 
 def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:

@@ -39,8 +39,10 @@ def train_run(
     seed: int = 0,
     profiles: Sequence[DeviceProfile] = (),
     progress: bool = True,
+    forward: str = "merged",
 ):
-    """Train (or resume, or reuse) the run in `out`: float fine-tune, quantized base, adapter."""
+    """Train (or resume, or reuse) the run in `out`: float fine-tune, quantized base, adapter (`forward`:
+    "merged" integers, or "branch", frozen integers plus an adapter branch; TrainSettings.forward)."""
     from toolchain.adapter import train
     from toolchain.models import load_model, quantizable_layers
     from toolchain.search import ParetoConfigSource
@@ -48,8 +50,8 @@ def train_run(
 
     dataset = load_dataset(data)
     model_dir = Path(model) if model else default_model_path()
-    overrides = {"seed": seed} | ({"steps": steps} if steps is not None else {}) | ({"rank": rank} if rank else {})
-    settings = training_settings(profiles, **overrides)
+    overrides = {"seed": seed, "forward": forward} | ({"steps": steps} if steps is not None else {})
+    settings = training_settings(profiles, **overrides | ({"rank": rank} if rank else {}))
     source = None
     if profiles:
         specs = quantizable_layers(load_model(model_dir, dataset.label_names)[0])
@@ -65,16 +67,18 @@ def train_branch_run(merged, model_dir: Path, dataset, profiles: Sequence[Device
     one): their bits and grids, `forward="branch"`, `merged`'s seed, rank and float fine-tune (copied, not
     recomputed), half its steps, on the base configurations those profiles can ship beside a branch
     (toolchain.build.branch). `model_dir` and `dataset` (a TextDataset) are the merged run's."""
-    from toolchain.adapter import FilteredConfigSource, ForwardMode, RandomConfigSource, train
+    from toolchain.adapter import ForwardMode, train
     from toolchain.adapter.stages import share_float_stages
-    from toolchain.build.branch import branch_run_dir, branch_steps, branch_training_filter
+    from toolchain.build.branch import branch_run_dir, branch_steps, branch_training_source
 
     allowed = [p for p in profiles if p.adapter_branch]
-    admits = branch_training_filter(allowed, merged.specs)
-    if admits is None:
+    if not allowed:
         return None
     keep = {"seed": merged.settings.seed, "steps": branch_steps(merged.settings.steps), "rank": merged.settings.rank}
     settings = training_settings(allowed, forward=ForwardMode.BRANCH, **keep)
+    source = branch_training_source(allowed, merged.specs, settings.bits, settings.grids)
+    if source is None:
+        return None
     if (settings.float_digest(), settings.effective_train_length) != (
         merged.settings.float_digest(),
         merged.settings.effective_train_length,
@@ -82,7 +86,6 @@ def train_branch_run(merged, model_dir: Path, dataset, profiles: Sequence[Device
         raise ValueError("the branch run's float stage differs from the merged run's; it cannot share it")
     out = branch_run_dir(merged.run_dir, settings.digest(), allowed)
     share_float_stages(merged.run_dir, out)
-    source = FilteredConfigSource(RandomConfigSource(merged.specs, settings.bits, settings.grids), admits)
     return train(model_dir, dataset, out, settings, config_source=source, progress=progress)
 
 
