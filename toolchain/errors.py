@@ -1,8 +1,8 @@
 """Typed errors and the CLI exit codes they map to.
 
 Exit codes (documented in the README): 0 ok, 1 internal error, 2 bad input (an unusable output location or a
-full disk included), 3 validation failed, 130 interrupted by SIGINT, 143 terminated by SIGTERM, 129 hung up (SIGHUP: the
-terminal closed) (128 + the signal number, as a shell reports a process the signal killed).
+full disk included), 3 validation failed, 130 interrupted by SIGINT, 143 terminated by SIGTERM, 129 hung up by
+SIGHUP (each 128 + the signal number, as a shell reports a process the signal killed).
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def branch_steps(merged_steps: int) -> int:
     """The branch run's steps: half the merged run's. Trained only on what the branch profiles can afford
     (`branch_training_source`), 100 steps reached an 8-28 % lower KL to the float model than 200 steps spread
     over 2-4 bits, on every 2-bit configuration measured; 100 spread steps were 10-94 % above it
-    (bench/adapter_branch_training.py, MiniLM / BBC News). The other 100 steps would cost about 95 s."""
+    (bench/adapter_branch_training.py, MiniLM / BBC News). The other 100 steps would cost about 90 s."""
     return (merged_steps + 1) // 2
 
 
