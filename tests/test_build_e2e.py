@@ -205,3 +205,21 @@ def test_bad_profile_exits_2_before_any_work(tmp_path, tiny_model_path):
     out = tmp_path / "dist"
     assert main(["build", "--profiles", str(bad), "--model", str(tiny_model_path), "--out", str(out)]) == EXIT_BAD_INPUT
     assert not out.exists()
+
+
+def test_no_branch_run_when_no_rank_fits_any_budget(model_path, profiles_dir, tmp_path):
+    """The shipped aggressive_2bit (2.5 bits) on 128-wide layers: no branch fits beside any base, so the build
+    trains no branch run, ships merged integers, and the manifest records that no rank fit."""
+    from toolchain.build.branch import MERGED
+
+    data = write_tiny_corpus(tmp_path / "data")
+    out = tmp_path / "dist"
+    code = main(_build_args(profiles_dir / "aggressive_2bit.yaml", model_path, data, out))
+    assert code in (EXIT_OK, EXIT_VALIDATION_FAILED)
+    assert "branch_training" not in json.loads((out / "build.json").read_text())["stages"]
+    assert not list((out / ".edgeq").glob("run-*-branch-*"))
+    m = load_manifest(out / "aggressive_2bit")
+    assert m.variant["weights"] == MERGED and m.bit_config.branch_rank is None
+    val = m.variant["validation"]
+    assert val["branch"] is None and set(val["ranks_tried"]) == {"8", "4", "2", "1"}
+    assert set(val["ranks_tried"].values()) == {None}
