@@ -116,18 +116,41 @@ def split_of(run: Run, name: str):
     return {"val": run.splits.val, "test": run.splits.test}[name]
 
 
+def coa_logits(run: Run, config: BitConfig, split: str, rank: int | None = None) -> torch.Tensor:
+    """Logits of the shipped integer model of `config` (what `Run.score` measures) on a split."""
+    return _logits(run.quantized_model(config, rank), run, split_of(run, split).texts)
+
+
+def ptq_logits(run: Run, config: BitConfig, split: str) -> torch.Tensor:
+    """Logits of the MSE-clipped post-training quantization of the float fine-tuned model (the strongest PTQ
+    baseline) on a split."""
+    return _logits(apply_quantized(run.float_model(), run.ptq_weights(config)), run, split_of(run, split).texts)
+
+
+def split_metrics(run: Run, logits: torch.Tensor, split: str) -> dict:
+    """Accuracy, macro-F1, agreement with and KL from the float model, of logits on a split."""
+    return metrics(logits, split_of(run, split).labels, run.float_logits(split)).to_dict()
+
+
 def coa_metrics(run: Run, config: BitConfig, split: str, rank: int | None = None) -> dict:
-    """The shipped integer model of `config` (what `Run.score` measures)."""
-    ds = split_of(run, split)
-    logits = _logits(run.quantized_model(config, rank), run, ds.texts)
-    return metrics(logits, ds.labels, run.float_logits(split)).to_dict()
+    return split_metrics(run, coa_logits(run, config, split, rank), split)
 
 
 def ptq_metrics(run: Run, config: BitConfig, split: str) -> dict:
-    """MSE-clipped post-training quantization of the float fine-tuned model (the strongest PTQ baseline)."""
-    ds = split_of(run, split)
-    logits = _logits(apply_quantized(run.float_model(), run.ptq_weights(config)), run, ds.texts)
-    return metrics(logits, ds.labels, run.float_logits(split)).to_dict()
+    return split_metrics(run, ptq_logits(run, config, split), split)
+
+
+def paired_test(a: torch.Tensor, b: torch.Tensor, labels: list[int]) -> dict:
+    """McNemar's exact test of two classifiers on the same documents: how many documents only `a` classifies
+    correctly, how many only `b`, and the two-sided p-value of that split (binomial, p = 1/2) under the
+    hypothesis that both are equally accurate."""
+    from scipy.stats import binomtest
+
+    y = torch.as_tensor(labels)
+    right_a, right_b = a.argmax(-1) == y, b.argmax(-1) == y
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return {"only_a_right": only_a, "only_b_right": only_b, "p_value": round(float(p), 4)}
 
 
 def training_forward_metrics(run: Run, config: BitConfig, split: str, rank: int | None = None) -> dict:

@@ -5,6 +5,7 @@ included; symmetric per-channel; per-layer bit-widths spread by `random_config_a
 
     coa        the run's merged integers (Run.quantized_model: what ships)
     ptq        MSE-clipped post-training quantization of the float fine-tune (the strongest PTQ baseline)
+    coa_vs_ptq McNemar's exact test of the two on the same documents (only CoA right, only PTQ right, p)
     naive      a float side adapter (a `--naive-run` trained with forward=branch) merged, then rounded again
     branch     that side adapter unmerged, in float (the deployable-branch upper bound, factors not quantized)
     per_config (--per-config K) LoRA trained on one configuration only, same steps, merged the same way
@@ -28,10 +29,14 @@ from pathlib import Path
 import torch
 from adapter_common import (
     changed_fraction,
+    coa_logits,
     coa_metrics,
     machine_info,
-    ptq_metrics,
+    paired_test,
+    ptq_logits,
     r2,
+    split_metrics,
+    split_of,
     train_variant,
     training_forward_metrics,
 )
@@ -88,9 +93,10 @@ def generate_seconds(run: Run, configs) -> dict:
 def config_row(run: Run, naive: Run | None, budget: float, config, split: str, row: dict) -> dict:
     """Fill in whatever `row` (from an earlier invocation) lacks."""
     row = row or {"budget": budget, "avg_bits": round(config.avg_bits, 4), "bits": config.bits_vector()}
-    if "coa" not in row:
-        row["coa"] = r2(coa_metrics(run, config, split))
-        row["ptq"] = r2(ptq_metrics(run, config, split))
+    if "coa_vs_ptq" not in row:
+        coa, ptq = coa_logits(run, config, split), ptq_logits(run, config, split)
+        row["coa"], row["ptq"] = r2(split_metrics(run, coa, split)), r2(split_metrics(run, ptq, split))
+        row["coa_vs_ptq"] = paired_test(coa, ptq, split_of(run, split).labels)  # only_a: CoA, only_b: PTQ
         row["coa_changed_fraction"] = round(changed_fraction(run, config), 5)
     if naive is not None and "naive" not in row:
         row["naive"] = r2(coa_metrics(naive, config, split))
