@@ -51,7 +51,8 @@ def train_run(
     dataset = load_dataset(data)
     model_dir = Path(model) if model else default_model_path()
     overrides = {"seed": seed, "forward": forward} | ({"steps": steps} if steps is not None else {})
-    settings = training_settings(profiles, **overrides | ({"rank": rank} if rank else {}))
+    overrides |= {"rank": rank} if rank else {}
+    settings = training_settings(profiles, **overrides)
     source = None
     if profiles:
         specs = quantizable_layers(load_model(model_dir, dataset.label_names)[0])
