@@ -111,8 +111,9 @@ def rank_rows(run: Run, configs, ranks: list[int], split: str) -> list[dict]:
     return [{"config": name, "rank": r, **r2(coa_metrics(run, c, split, rank=r))} for name, c in picks for r in ranks]
 
 
-def per_config_rows(run: Run, configs, k: int, split: str, work: Path, done: dict) -> dict:
-    """LoRA fine-tuned on one configuration each (same settings and steps), at the lowest budgets."""
+def per_config_rows(run: Run, configs, k: int, split: str, work: Path, done: dict, save) -> dict:
+    """LoRA fine-tuned on one configuration each (same settings and steps), at the lowest budgets; `save(done)`
+    after each, so an interrupted invocation keeps what it trained."""
     full = load_dataset_of(run)
     for budget, config in configs[::-1][:k]:
         if config.digest() in done:
@@ -130,6 +131,7 @@ def per_config_rows(run: Run, configs, k: int, split: str, work: Path, done: dic
             "coa": r2(coa_metrics(run, config, split)),
         }
         print(done[config.digest()], flush=True)
+        save(done)
     return done
 
 
@@ -180,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         result["ranks"] = rank_rows(run, configs, args.ranks, args.split)
     if args.per_config:
         work = args.work or args.run.parent
+
+        def save(done: dict) -> None:
+            atomic_write_json(args.out, result | {"per_config": done, "machine": machine_info(args.threads)})
+
         result["per_config"] = per_config_rows(
-            run, configs, args.per_config, args.split, work, result.get("per_config", {})
+            run, configs, args.per_config, args.split, work, result.get("per_config", {}), save
         )
     atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
     print(f"wrote {args.out}")
