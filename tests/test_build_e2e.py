@@ -93,7 +93,7 @@ def test_build_writes_one_verified_package_per_profile(built, build_profiles):
         for f in ("model.onnx", "manifest.json", "manifest.json.sha256", "report.html", "tokenizer.json"):
             assert (pkg / f).is_file(), f"{pkg / f} missing"
     assert (out / "index.html").is_file() and (out / "search.png").is_file()
-    assert not list(out.glob(".*.partial")), "a staging directory was left behind"
+    assert not list(out.rglob(".*.partial")), "a staging directory was left behind"
     record = json.loads((out / "build.json").read_text())
     stages = record["stages"]
     assert set(stages["export_validate_wall_s"]) == set(statuses)
@@ -190,13 +190,14 @@ def test_validate_rechecks_a_package_and_catches_tampering(built, tmp_path):
 
 
 def test_rebuild_reuses_the_cached_run_and_gives_identical_models(built, model_path, build_profiles):
+    """Same models and the same search.json, byte for byte (the search's time is in build.json only)."""
     out, data, _ = built
-    before = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
+    reproducible = ["search.json", *(str(p.relative_to(out)) for p in out.glob("*/model.onnx"))]
+    before = {name: (out / name).read_bytes() for name in reproducible}
     runs = list((out / ".edgeq").glob("run-*/"))
     main(_build_args(build_profiles, model_path, data, out))
     assert list((out / ".edgeq").glob("run-*/")) == runs  # no second training run
-    after = {p.parent.name: p.read_bytes() for p in out.glob("*/model.onnx")}
-    assert after == before
+    assert {name: (out / name).read_bytes() for name in reproducible} == before
 
 
 def test_bad_profile_exits_2_before_any_work(tmp_path, tiny_model_path):

@@ -35,7 +35,7 @@ from toolchain.errors import (
     Interrupted,
     WriteError,
 )
-from toolchain.io import atomic_write_bytes, staged_dir
+from toolchain.io import atomic_write_bytes, recover_staged_sets, staged_dir, staged_set
 
 PROFILE = "rpi5"  # the one profile of the tiny build (conftest.TINY_BUILD_PROFILE)
 EXIT_FOR = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED, signal.SIGHUP: EXIT_HUNG_UP}
@@ -68,11 +68,6 @@ def _files(root: Path, *, skip_state: bool = True) -> dict[str, str]:
     }
 
 
-def _kept(root: Path) -> dict[str, str]:
-    """`_files` less search.json: a rebuild rewrites it before packaging (with its own timing in it)."""
-    return {k: v for k, v in _files(root).items() if k != "search.json"}
-
-
 def _leftovers(root: Path) -> list[Path]:
     """Staging directories, temporary files and swapped-out packages anywhere under `root`."""
     return [p for p in root.rglob(".*") if p.name.endswith(LEFTOVER_SUFFIXES)]
@@ -80,6 +75,11 @@ def _leftovers(root: Path) -> list[Path]:
 
 def _runs(out: Path) -> set[Path]:
     return set((out / pipeline.STATE_DIR).glob("run-*/"))
+
+
+def _staged_packages(out: Path) -> list[Path]:
+    """Packages being written: inside the build's staged set of outputs (toolchain.io.staged_set)."""
+    return list((out / pipeline.STATE_DIR).glob(f".outputs.*.partial/.{PROFILE}.*.partial"))
 
 
 def _copy_build(tiny_build, dest: Path) -> Path:
@@ -217,7 +217,7 @@ def test_signal_during_packaging_leaves_no_partial_package(tiny_build, tmp_path,
     before = _files(out / PROFILE) if previous else None
     inode = (out / PROFILE).stat().st_ino if previous else None
     build = Build(tiny_build.args(out), tmp_path / "stderr.txt")
-    build.wait_for("a staged package", lambda: list(out.glob(f".{PROFILE}.*.partial")))
+    build.wait_for("a staged package", lambda: _staged_packages(out))
     code = build.interrupt(sig)
     _assert_interrupted(build, code, sig, out)
     if previous:
@@ -229,6 +229,25 @@ def test_signal_during_packaging_leaves_no_partial_package(tiny_build, tmp_path,
         assert main(tiny_build.args(out)) == EXIT_OK
         verify_package(out / PROFILE)
         assert _leftovers(out) == []
+
+
+def test_interrupt_once_a_package_is_written_keeps_the_whole_previous_build(monkeypatch, tiny_build, tmp_path):
+    """Before the build's outputs were swapped in together, this interrupt left a mixed OUT: the new
+    package in place beside the previous summary, index and build record. Now every file is the previous
+    build's, and nothing staged is left."""
+    out = _copy_build(tiny_build, tmp_path / "dist")
+    before = _files(out)
+    real_package = pipeline.package_device
+
+    def package_then_terminate(*args, **kwargs):
+        result = real_package(*args, **kwargs)
+        assert (result.package / "manifest.json").is_file()  # complete, in the staged set
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(pipeline, "package_device", package_then_terminate)
+    assert main(tiny_build.args(out)) == EXIT_TERMINATED
+    assert _files(out) == before and _leftovers(out) == []
 
 
 # ---- the same guarantees in-process: handlers, staged renames, a full disk --------------------------------------
@@ -299,6 +318,93 @@ def test_staged_swap_cut_between_its_renames_restores_the_previous(monkeypatch, 
     assert (final / "model.onnx").read_bytes() == b"previous" and _leftovers(tmp_path) == []
 
 
+def _previous_out(root: Path) -> Path:
+    """An OUT with an earlier build's package and summary, and an entry no build writes."""
+    out = root / "dist"
+    (out / PROFILE).mkdir(parents=True)
+    (out / PROFILE / "model.onnx").write_bytes(b"old")
+    (out / "summary.json").write_text("old")
+    (out / "notes.txt").write_text("the user's")
+    return out
+
+
+def _stage_new(stage: Path) -> None:
+    (stage / PROFILE).mkdir()
+    (stage / PROFILE / "model.onnx").write_bytes(b"new")
+    (stage / "summary.json").write_text("new")
+    (stage / "index.html").write_text("new")  # no earlier build wrote one
+
+
+NEW = {f"{PROFILE}/model.onnx", "summary.json", "index.html"}
+
+
+def test_staged_set_swaps_its_entries_in_together(tmp_path):
+    out = _previous_out(tmp_path)
+    with staged_set(out, out / pipeline.STATE_DIR) as stage:
+        _stage_new(stage)
+        assert (out / "summary.json").read_text() == "old" and not (out / "index.html").exists()
+    assert {k: (out / k).read_text() for k in NEW} == dict.fromkeys(NEW, "new")
+    assert (out / "notes.txt").read_text() == "the user's" and _leftovers(out) == []
+
+
+def test_staged_set_interrupted_while_written_leaves_every_entry_as_it_was(tmp_path):
+    out = _previous_out(tmp_path)
+    before = _files(out)
+    with pytest.raises(KeyboardInterrupt), staged_set(out, out / pipeline.STATE_DIR) as stage:
+        _stage_new(stage)
+        raise KeyboardInterrupt
+    assert _files(out) == before and _leftovers(out) == []
+
+
+@pytest.mark.parametrize("cut", range(1, 6))  # the swap's 5 renames: 2 old entries aside, 3 new ones in
+def test_staged_set_cut_during_its_swap_restores_the_previous(monkeypatch, tmp_path, cut):
+    out = _previous_out(tmp_path)
+    before = _files(out)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == cut:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    with pytest.raises(KeyboardInterrupt), staged_set(out, out / pipeline.STATE_DIR) as stage:
+        _stage_new(stage)
+        monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.undo()
+    assert _files(out) == before and not (out / "index.html").exists() and _leftovers(out) == []
+
+
+@pytest.mark.parametrize("killed_after", range(0, 6))
+def test_a_swap_killed_outright_is_finished_by_the_next_recovery(tmp_path, killed_after):
+    """SIGKILL after `killed_after` of the swap's renames (replayed by stopping the swap without its
+    rollback): the next build's recovery moves the rest in, so OUT holds the whole new set."""
+    out = _previous_out(tmp_path)
+    state = out / pipeline.STATE_DIR
+    stage = state / ".outputs.k.partial"
+    stage.mkdir(parents=True)
+    _stage_new(stage)
+    aside = stage.with_suffix(".old")
+    aside.mkdir()
+    renames = [(out / n, aside / n) for n in (PROFILE, "summary.json")]
+    renames += [(stage / n, out / n) for n in ("index.html", PROFILE, "summary.json")]
+    for src, dst in renames[:killed_after]:
+        os.replace(src, dst)
+    (state / ".outputs.w.partial").mkdir()  # another build, killed while still writing its outputs
+    (state / ".outputs.w.partial" / "summary.json").write_text("half")
+    recover_staged_sets(out, state)
+    assert {k: (out / k).read_text() for k in NEW} == dict.fromkeys(NEW, "new")
+    assert (out / "notes.txt").read_text() == "the user's" and _leftovers(out) == []
+
+
+def test_a_write_error_in_a_staged_set_names_the_final_path(monkeypatch, tmp_path):
+    out = _previous_out(tmp_path)
+    monkeypatch.setattr(os, "fsync", _enospc)
+    with pytest.raises(WriteError) as info, staged_set(out, out / pipeline.STATE_DIR) as stage:
+        atomic_write_bytes(stage / "summary.json", b"new")
+    assert info.value.path == out / "summary.json" and (out / "summary.json").read_text() == "old"
+
+
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -318,11 +424,11 @@ def test_full_disk_while_packaging_is_a_clear_error_and_keeps_the_package(monkey
     """A real (cached-run) build whose writes inside the staged package hit ENOSPC: exit 2, the package's
     path and the reason on stderr, no traceback, the previous package and every other file unchanged."""
     out = _copy_build(tiny_build, tmp_path / "dist")
-    before, inode = _kept(out), (out / PROFILE).stat().st_ino
+    before, inode = _files(out), (out / PROFILE).stat().st_ino
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        if ".partial" in os.readlink(f"/proc/self/fd/{fd}"):
+        if f"/.{PROFILE}." in os.readlink(f"/proc/self/fd/{fd}"):  # in the package's staging directory
             _enospc()
         real_fsync(fd)
 
@@ -331,7 +437,7 @@ def test_full_disk_while_packaging_is_a_clear_error_and_keeps_the_package(monkey
     err = capsys.readouterr().err
     assert f"edgeq build: WriteError:\n  {out / PROFILE}: cannot write: No space left on device [ENOSPC]" in err
     assert "Traceback" not in err
-    assert _kept(out) == before and (out / PROFILE).stat().st_ino == inode and _leftovers(out) == []
+    assert _files(out) == before and (out / PROFILE).stat().st_ino == inode and _leftovers(out) == []
     verify_package(out / PROFILE)
 
 

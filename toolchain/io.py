@@ -87,6 +87,94 @@ def staged_dir(final: Path) -> Iterator[Path]:
         raise
 
 
+_SET = ".outputs."  # staged_set's directories in `scratch`: _SET<token>.partial (new), _SET<token>.old (aside)
+
+
+@contextlib.contextmanager
+def staged_set(final: Path, scratch: Path) -> Iterator[Path]:
+    """Yield an empty staging directory inside `scratch`; on success each entry written there replaces the
+    entry of the same name in `final`, all of them together or none.
+
+    For outputs that only make sense together (a build's packages, its summary and its search front): an
+    exception in the body (an interrupt included) removes the staging directory and leaves `final` as it
+    was, entry for entry. The swap moves every old entry aside, then every new one in, and on an exception
+    midway moves both back. `scratch` must be on `final`'s file system (renames), e.g. a hidden directory
+    inside it. A process killed outright during the swap (milliseconds) leaves its staging directory and the
+    entries it moved aside in `scratch`; `recover_staged_sets` then completes that swap.
+    Errors about the staged files name the paths in `final` they were written for.
+    """
+    final, scratch = Path(final), Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=scratch, prefix=_SET, suffix=".partial"))
+    try:
+        os.chmod(stage, 0o777 & ~_umask())
+        yield stage
+        _swap_in(stage, final)
+    except WriteError as exc:
+        raise WriteError(_unstaged(Path(exc.path), stage, final), exc.cause) from exc
+    except OSError as exc:
+        if is_environment_error(exc) and exc.filename is not None:
+            raise WriteError(_unstaged(Path(exc.filename), stage, final), exc) from exc
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _aside(stage: Path) -> Path:
+    return stage.with_suffix(".old")  # created only once the staged set is complete
+
+
+def _swap_in(stage: Path, final: Path) -> None:
+    names = sorted(os.listdir(stage))
+    aside = _aside(stage)
+    aside.mkdir()
+    moved_aside: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for n in names:
+            if os.path.lexists(final / n):
+                os.replace(final / n, aside / n)
+                moved_aside.append(n)
+        for n in names:
+            os.replace(stage / n, final / n)
+            moved_in.append(n)
+    except BaseException:
+        for n in reversed(moved_in):
+            os.replace(final / n, stage / n)
+        for n in reversed(moved_aside):
+            os.replace(aside / n, final / n)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _unstaged(path: Path, stage: Path, final: Path) -> Path:
+    """The path a user asked for in place of its staged copy (errors name `final/rpi5`, not the staging)."""
+    return final / path.relative_to(stage) if path.is_relative_to(stage) else path
+
+
+def recover_staged_sets(final: Path, scratch: Path) -> list[str]:
+    """Clean up after `staged_set`s whose process was killed outright; returns the names moved into `final`.
+
+    A staging directory whose swap had begun (its aside directory exists, so it was complete) is swapped
+    in the rest of the way: `final` ends up with the whole new set, as if the swap had finished. Any other
+    staging directory (killed while being written) is removed. Call it only where no other `staged_set`
+    into `final` can be running (under the build lock)."""
+    final, moved = Path(final), []
+    for stage in sorted(Path(scratch).glob(f"{_SET}*.partial")):
+        aside = _aside(stage)
+        if aside.is_dir():
+            for entry in sorted(stage.iterdir()):
+                if os.path.lexists(final / entry.name):  # not yet moved aside
+                    os.replace(final / entry.name, aside / entry.name)
+                os.replace(entry, final / entry.name)
+                moved.append(entry.name)
+        shutil.rmtree(stage, ignore_errors=True)
+    for aside in Path(scratch).glob(f"{_SET}*.old"):
+        shutil.rmtree(aside, ignore_errors=True)
+    return moved
+
+
 def _names_a_staged_path(exc: BaseException, stage: Path | None, final: Path) -> bool:
     """Whether `exc` is about writing the staged directory or swapping it in (or names no path, as a failed
     `write` does), rather than about some other file the body read."""

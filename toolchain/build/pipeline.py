@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from toolchain.build.stages import (
 )
 from toolchain.data import TextDataset, load_dataset
 from toolchain.errors import BadInputError, ValidationFailedError
-from toolchain.io import atomic_write_json, atomic_write_text, require_writable
+from toolchain.io import atomic_write_json, atomic_write_text, recover_staged_sets, require_writable, staged_set
 from toolchain.models import LayerSpec, default_model_path, load_model, quantizable_layers
 from toolchain.profiles import DeviceProfile
 
@@ -87,11 +88,15 @@ def build(s: BuildSettings) -> list[BuildResult]:
     stages: dict = {}
     try:
         with FileLock(state / "build.lock", timeout=0):
-            results = _build_locked(inputs, s, state, stages)
+            if moved := recover_staged_sets(s.out, state):  # a build killed outright mid-swap: finish it
+                print(f"{s.out}: finished an interrupted build's swap of {', '.join(moved)}", file=sys.stderr)
+            with staged_set(s.out, state) as staged:  # this build's outputs appear together or not at all
+                results = _build_locked(inputs, s, state, staged, stages)
+                atomic_write_json(staged / "build.json", _build_record(time.perf_counter() - t0, stages))
     except Timeout as exc:
         raise BadInputError(f"{s.out}: another edgeq build is writing here (lock {state / 'build.lock'})") from exc
+    results = [dataclasses.replace(r, package=Path(s.out) / r.package.name) for r in results]
     print_results(results)
-    atomic_write_json(Path(s.out) / "build.json", _build_record(time.perf_counter() - t0, stages))
     failed = [r.profile for r in results if not r.passed]
     if failed:
         raise ValidationFailedError(f"{name}: failed validation (see {s.out}/{name}/report.html)" for name in failed)
@@ -106,8 +111,9 @@ def run_dir_for(inputs: Inputs, s: BuildSettings, state: Path) -> Path:
     return state / f"run-{key}"
 
 
-def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, stages: dict) -> list[BuildResult]:
-    """Train, search, package; fills `stages` with wall seconds per stage (training: as its run recorded)."""
+def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, stages: dict) -> list[BuildResult]:
+    """Train, search, package (the outputs into `staged`, swapped into OUT once all are written); fills
+    `stages` with wall seconds per stage (training: as its run recorded)."""
     t = time.perf_counter()
     run = train_run(
         inputs.model_dir,
@@ -122,11 +128,11 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, stages: dict) -
     t = time.perf_counter()
     result = search_run(run, inputs.profiles, seed=s.seed, progress=s.progress)
     stages["search_wall_s"] = round(time.perf_counter() - t, 1)
-    write_search(result, inputs.profiles, Path(s.out) / "search.json")
+    write_search(result, inputs.profiles, staged / "search.json")
     ctx = DeviceContext(
         run=run,
         model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
-        front_svg=(Path(s.out) / "search.svg").read_text(encoding="utf-8"),
+        front_svg=(staged / "search.svg").read_text(encoding="utf-8"),
     )
     choices, branch_ctx = _branch_variants(run, inputs, s, result, ctx, stages)
     merged_variant = {"weights": MERGED, "rank": run.settings.rank}
@@ -136,15 +142,15 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, stages: dict) -
         t = time.perf_counter()
         choice = choices.get(p.name)
         if choice is None:
-            results.append(package_device(ctx, p, result.selection(p.name).config, merged_variant, Path(s.out)))
+            results.append(package_device(ctx, p, result.selection(p.name).config, merged_variant, staged))
         else:
             where = branch_ctx if choice.use_branch else ctx
-            results.append(package_device(where, p, choice.chosen.config, choice.variant(), Path(s.out)))
+            results.append(package_device(where, p, choice.chosen.config, choice.variant(), staged))
         stages.setdefault("export_validate_wall_s", {})[p.name] = round(time.perf_counter() - t, 1)
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
-    atomic_write_json(Path(s.out) / "summary.json", {"devices": summary})
-    atomic_write_text(Path(s.out) / "index.html", index_report(manifests, ctx.front_svg))
+    atomic_write_json(staged / "summary.json", {"devices": summary})
+    atomic_write_text(staged / "index.html", index_report(manifests, ctx.front_svg))
     return results
 
 
