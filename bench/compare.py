@@ -257,11 +257,11 @@ def cost_summary(run: Run, packages: Path, n_devices: int, singles: list[dict]) 
     out: dict = {"run_stages": t}
     search = json.loads((packages / "search.json").read_text()) if (packages / "search.json").is_file() else {}
     build = json.loads((packages / "build.json").read_text()) if (packages / "build.json").is_file() else {}
-    out.update(search_s=search.get("seconds"), build_wall_s=build.get("wall_s"), per_config_runs=singles)
+    search_s = build.get("stages", {}).get("search_wall_s", search.get("seconds"))  # older search.json: its own
+    out.update(search_s=search_s, build_wall_s=build.get("wall_s"), per_config_runs=singles)
     for kind in ("wall_s", "cpu_s"):
         shared = sum(t[s][kind] for s in ("float_finetune", "float_logits", "quantized_base") if s in t)
-        search_s = (search.get("seconds") or 0.0) if kind == "wall_s" else 0.0
-        edgeq = shared + t["adapter"][kind] + search_s
+        edgeq = shared + t["adapter"][kind] + ((search_s or 0.0) if kind == "wall_s" else 0.0)
         per = [s[f"adapter_{kind}"] for s in singles if s.get(f"adapter_{kind}") is not None]
         out[kind] = {"shared_float_stages": round(shared, 1), "edgeq_all_devices": round(edgeq, 1)}
         if per:

@@ -70,6 +70,7 @@ def test_search_is_deterministic_and_serialisable(profiles, toy_result):
     again = select_configs(list(profiles.values()), SPECS, toy.metrics, settings=SETTINGS)
     assert [quant_key(s.config) for s in again.selections] == [quant_key(s.config) for s in first.selections]
     assert [p.key for p in again.front] == [p.key for p in first.front]
+    assert json.dumps(again.to_dict()) == json.dumps(first.to_dict())  # search.json: the same bytes
     data = json.loads(json.dumps(first.to_dict()))
     assert data["evaluations"] == first.evaluations == len(first.evaluated)
     # probe 7 + seeds (3 per variant: 10 variants, 1 lower per profile) + front + local: the budget holds

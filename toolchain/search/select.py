@@ -93,11 +93,12 @@ class SearchResult:
         raise KeyError(f"no selection for profile {profile!r}; have {[s.profile for s in self.selections]}")
 
     def to_dict(self) -> dict:
+        """Everything but the wall time, so the same run and seed write the same bytes (the build records
+        the time in build.json)."""
         return {
             "seed": self.seed,
             "evaluations": self.evaluations,
             "stages": dict(self.stages),
-            "seconds": self.seconds,
             "sensitivity": self.sensitivity.to_dict(),
             "selections": [s.to_dict() for s in self.selections],
             "front": [p.to_dict() for p in self.front],
