@@ -15,7 +15,12 @@ space is aggressive_2bit's (2-4 bits, symmetric or asymmetric, per channel): the
 
 Everything is then scored on the test split, which no choice saw.
 
-    python bench/adapter_branch.py --dist dist [--budgets 4 3 2.5 2.25] [--out FILE]
+A build's branch run trains only on base configurations its branch profiles can afford beside a branch
+(aggressive_2bit's 2.5 bits), so at 3 and 4 bits it would be scored outside what it trained on. For every
+budget, pass `--branch-run` a branch run trained on the whole spread: bench/adapter_branch_training.py
+trains one ("spread, 200 steps", same float fine-tune and steps as the merged run).
+
+    python bench/adapter_branch.py --dist dist [--branch-run RUN] [--budgets 4 3 2.5 2.25] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dist", type=Path, required=True, help="an `edgeq build --out` directory")
     p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 3.0, 2.5, 2.25])
+    p.add_argument("--branch-run", type=Path, default=None, help="a branch run (default: the build's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -49,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     hint = "; build with a profile that allows an adapter branch (aggressive_2bit) first"
     merged = Run.load(find_run(args.dist, hint))
-    branch = Run.load(find_run(args.dist, hint, branch=True))
+    branch = Run.load(args.branch_run or find_run(args.dist, hint, branch=True))
+    if branch.settings.float_digest() != merged.settings.float_digest():
+        raise SystemExit(f"{branch.run_dir}: fine-tuned from another float stage than {merged.run_dir}")
     sens = Sensitivity.from_dict(merged.sensitivity)
     base_profile = load_profile(default_profiles_dir() / "aggressive_2bit.yaml")
     score_merged = validation_scorer(merged, SEARCH_DOCS)
@@ -77,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "what": "integer merge vs merge-then-round vs int8 branch at equal budgets (bits include the branch)",
         "dist": str(args.dist),
+        "branch_run": {"dir": str(branch.run_dir), "steps": branch.settings.steps},
         "space": "aggressive_2bit: 2-4 bits, symmetric/asymmetric, per channel",
         "choice": f"sensitivity-seeded search, seeds only, on {SEARCH_DOCS} validation documents; test reported",
         "float_test_accuracy": merged.float_accuracy,
