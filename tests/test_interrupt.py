@@ -405,6 +405,14 @@ def test_a_write_error_in_a_staged_set_names_the_final_path(monkeypatch, tmp_pat
     assert info.value.path == out / "summary.json" and (out / "summary.json").read_text() == "old"
 
 
+def test_an_error_reading_another_file_in_a_staged_set_is_not_called_a_write_error(tmp_path):
+    out = _previous_out(tmp_path)
+    unreadable = OSError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "data.csv"))
+    with pytest.raises(OSError) as info, staged_set(out, out / pipeline.STATE_DIR):
+        raise unreadable
+    assert info.value is unreadable and _leftovers(out) == []
+
+
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

@@ -111,11 +111,13 @@ def staged_set(final: Path, scratch: Path) -> Iterator[Path]:
         yield stage
         _swap_in(stage, final)
     except WriteError as exc:
+        if not Path(exc.path).is_relative_to(stage):
+            raise
         raise WriteError(_unstaged(Path(exc.path), stage, final), exc.cause) from exc
-    except OSError as exc:
-        if is_environment_error(exc) and exc.filename is not None:
-            raise WriteError(_unstaged(Path(exc.filename), stage, final), exc) from exc
-        raise
+    except OSError as exc:  # a write into the staging directory that no atomic writer wrapped (a library's)
+        if not (is_environment_error(exc) and exc.filename and Path(exc.filename).is_relative_to(stage)):
+            raise
+        raise WriteError(_unstaged(Path(exc.filename), stage, final), exc) from exc
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -150,7 +152,7 @@ def _swap_in(stage: Path, final: Path) -> None:
 
 def _unstaged(path: Path, stage: Path, final: Path) -> Path:
     """The path a user asked for in place of its staged copy (errors name `final/rpi5`, not the staging)."""
-    return final / path.relative_to(stage) if path.is_relative_to(stage) else path
+    return final / path.relative_to(stage)
 
 
 def recover_staged_sets(final: Path, scratch: Path) -> list[str]:
