@@ -8,7 +8,7 @@ from torch import nn
 
 from toolchain.data import split
 from toolchain.evaluate import metrics, predict_logits
-from toolchain.finetune import FinetuneMode, LoRALinear, add_lora, batch_indices, finetune, merge_lora
+from toolchain.finetune import FinetuneMode, LoRALinear, add_lora, batch_indices, finetune, lr_factor, merge_lora
 from toolchain.models import load_model, quantizable_layers
 
 
@@ -18,6 +18,16 @@ def test_batches_cover_each_epoch_once_and_are_seeded():
     assert len(epoch0) == len(set(epoch0)) == 9
     assert batch_indices(n, bs, 1, 4) == batch_indices(n, bs, 1, 4)
     assert [batch_indices(n, bs, 1, s) for s in range(3)] != [batch_indices(n, bs, 2, s) for s in range(3)]
+
+
+def test_learning_rate_warms_up_then_stays_or_decays_linearly():
+    constant = [lr_factor(t, 100, decay=False) for t in range(100)]
+    decayed = [lr_factor(t, 100, decay=True) for t in range(100)]
+    assert constant[:10] == decayed[:10] == [(t + 1) / 10 for t in range(10)]  # warm-up: the first tenth
+    assert constant[10:] == [1.0] * 90
+    drops = [a - b for a, b in zip(decayed[10:], decayed[11:])]
+    assert decayed[10] == 1.0 and decayed[-1] == pytest.approx(1 / 90)  # every trained step moves
+    assert drops == pytest.approx([1 / 90] * 89)
 
 
 def test_lora_linear_merges_into_the_same_function():

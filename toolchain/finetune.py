@@ -93,6 +93,15 @@ def _optimizer(model: nn.Module, mode: FinetuneMode, lr: float, head_lr: float) 
     return torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}], weight_decay=0.0)
 
 
+def lr_factor(step: int, steps: int, decay: bool) -> float:
+    """Multiplier of the learning rates at `step` of `steps`: linear warm-up over the first tenth, then 1,
+    or with `decay` a straight line from 1 down to 1/(steps - warm-up) at the last step."""
+    warm = max(1, steps // 10)
+    if step < warm or not decay:
+        return min(1.0, (step + 1) / warm)
+    return (steps - step) / (steps - warm)
+
+
 def finetune(
     model: nn.Module,
     tokenizer,
@@ -105,13 +114,17 @@ def finetune(
     max_length: int,
     seed: int,
     mode: FinetuneMode = FinetuneMode.LORA,
+    decay: bool = False,
     on_step: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Fine-tune `model` in place (LoRA merged afterwards) and return it frozen; `on_step(step, loss)`."""
+    """Fine-tune `model` in place (LoRA merged afterwards) and return it frozen; `on_step(step, loss)`.
+
+    The learning rates warm up linearly over the first tenth of the steps, then stay constant, or with
+    `decay` fall linearly to zero at the last step (`lr_factor`)."""
     torch.manual_seed(seed)
     model.eval()  # no dropout: deterministic, and the run is too short to need it
     opt = _optimizer(model, mode, lr, head_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / max(1, steps // 10)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, steps, decay))
     labels = torch.as_tensor(train.labels)
     for step in range(steps):
         idx = batch_indices(len(train), batch_size, seed, step)
