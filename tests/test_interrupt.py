@@ -8,6 +8,7 @@ build untouched, byte for byte. The mechanism itself (handlers, staged renames, 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -283,6 +284,44 @@ def test_signal_unwinds_through_staged_dir(monkeypatch, tmp_path, capsys, sig):
     assert (final / "model.onnx").read_bytes() == b"previous" and _leftovers(tmp_path) == []
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers only while main() runs
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_an_extension_turns_into_another_error_still_exits_as_interrupted(monkeypatch, tmp_path, capsys):
+    """safetensors' load_file, signalled mid-read, reports a ValueError instead of our Interrupted; that
+    used to exit 1 with a traceback and "internal error"."""
+
+    def body(settings) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            pytest.fail("the signal did not interrupt the build")
+        except Interrupted as exc:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from exc
+
+    _fake_build(monkeypatch, body)
+    assert main(["build", "--out", str(tmp_path / "out")]) == EXIT_TERMINATED
+    err = capsys.readouterr().err
+    assert "interrupted by SIGTERM" in err and "internal error" not in err and "Traceback" not in err
+
+
+def test_a_swallowed_signal_publishes_nothing_and_exits_as_interrupted(monkeypatch, tmp_path, capsys):
+    """An Interrupted raised inside a destructor is discarded and the work goes on; the recorded signal
+    still stops the staged outputs from being published, and the command exits with the signal's code."""
+    out = _previous_out(tmp_path)
+    before = _files(out)
+
+    def body(settings) -> None:
+        with staged_set(out, out / pipeline.STATE_DIR) as stage:
+            with contextlib.suppress(Interrupted):  # what a destructor does with it
+                os.kill(os.getpid(), signal.SIGHUP)
+            _stage_new(stage)
+
+    _fake_build(monkeypatch, body)
+    assert main(["build", "--out", str(out)]) == EXIT_HUNG_UP
+    assert "interrupted by SIGHUP" in capsys.readouterr().err
+    assert _files(out) == before and _leftovers(out) == []
+    with staged_set(out, out / pipeline.STATE_DIR) as stage:  # the next command (or library call) publishes
+        _stage_new(stage)
+    assert (out / "summary.json").read_text() == "new"
 
 
 def test_an_ignored_sigterm_stays_ignored(monkeypatch, tmp_path):

@@ -19,6 +19,7 @@ from toolchain.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_OK,
+    STOP,
     EdgeqError,
     Interrupted,
     describe_os_error,
@@ -93,22 +94,33 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     with signals_interrupt():
         try:
-            return args.handler.run(args)
-        except EdgeqError as exc:
-            _report(args.command, type(exc).__name__, str(exc).splitlines())
-            return exc.exit_code
+            code = args.handler.run(args)
         except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM as Interrupted: staged outputs are already removed
-            stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-            _report(args.command, f"interrupted by {stop.signal_name}", _intact(args))
-            return stop.exit_code
-        except OSError as exc:
-            if not is_environment_error(exc):
-                return _internal_error(args.command)
-            where = f"{exc.filename}: " if exc.filename else ""
-            _report(args.command, "OSError", [f"{where}{describe_os_error(exc)}", ENVIRONMENT_HINT])
-            return EXIT_BAD_INPUT
-        except Exception:
-            return _internal_error(args.command)
+            return _interrupted(args, exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT))
+        except Exception as exc:
+            if STOP.signum is not None:  # the signal's Interrupted, turned into this error by code it passed through
+                return _interrupted(args, Interrupted(STOP.signum))
+            return _failed(args, exc)
+        if STOP.signum is not None:  # the signal's Interrupted was swallowed; what was written is complete
+            return _interrupted(args, Interrupted(STOP.signum))
+        return code
+
+
+def _interrupted(args: argparse.Namespace, stop: Interrupted) -> int:
+    _report(args.command, f"interrupted by {stop.signal_name}", _intact(args))
+    return stop.exit_code
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    """Exit code and message for an exception a command raised (no signal involved)."""
+    if isinstance(exc, EdgeqError):
+        _report(args.command, type(exc).__name__, str(exc).splitlines())
+        return exc.exit_code
+    if isinstance(exc, OSError) and is_environment_error(exc):
+        where = f"{exc.filename}: " if exc.filename else ""
+        _report(args.command, "OSError", [f"{where}{describe_os_error(exc)}", ENVIRONMENT_HINT])
+        return EXIT_BAD_INPUT
+    return _internal_error(args.command, exc)
 
 
 ENVIRONMENT_HINT = (
@@ -134,8 +146,8 @@ def _intact(args: argparse.Namespace) -> list[str]:
     return lines
 
 
-def _internal_error(command: str) -> int:
-    traceback.print_exc()
+def _internal_error(command: str, exc: BaseException) -> int:
+    traceback.print_exception(exc)
     print(f"edgeq {command}: internal error (a bug in edgeq; please report it)", file=sys.stderr)
     return EXIT_INTERNAL
 
@@ -150,16 +162,19 @@ def signals_interrupt() -> Iterator[None]:
     Only the first signal raises; a second one during that cleanup is ignored so the cleanup finishes
     (SIGKILL still stops the process at once). A signal the caller chose to ignore (SIG_IGN, as for
     background jobs) stays ignored. Only the main thread can install handlers; elsewhere this does nothing.
+
+    The signal is also recorded in `errors.STOP`, because its Interrupted can be lost: raised inside a
+    destructor it is discarded, and an extension it passes through may turn it into its own error. Then
+    nothing is published after it (`io.staged_set` checks) and `main` still exits with the signal's code.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = False
+    STOP.signum = None  # a new command: earlier in-process commands' signals are not this one's
 
     def handler(signum: int, frame: object) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
+        if STOP.signum is None:
+            STOP.signum = signum  # kept even if the Interrupted below is swallowed or converted (StopRequest)
             # the signal may land inside a constructor (a progress bar's, say): that half-built object's
             # destructor then fails while the stack unwinds, or later; noise, not news, once we are stopping,
             # so destructor errors stay muted from here on (the process is about to exit)
@@ -178,3 +193,4 @@ def signals_interrupt() -> Iterator[None]:
     finally:
         for sig in installed:
             signal.signal(sig, previous[sig])
+        STOP.signum = None  # library calls after this command publish again

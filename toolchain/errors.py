@@ -110,3 +110,22 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class StopRequest:
+    """The terminal signal that arrived while a command ran (`signum`, None if none), kept after the
+    Interrupted its handler raised is gone: that exception can land where it does not unwind the stack (in a
+    destructor, where it is discarded) or be turned into another error by an extension it passes through
+    (safetensors reports a ValueError). `check()` raises it again; the CLI treats any failure after a signal
+    as the interruption."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        """Raise Interrupted if a terminal signal arrived (before publishing anything, say)."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+STOP = StopRequest()  # process-wide, as signals are; set by toolchain.cli.signals_interrupt

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from toolchain.errors import BadInputError, WriteError, is_environment_error
+from toolchain.errors import STOP, BadInputError, WriteError, is_environment_error
 
 
 def _umask() -> int:
@@ -109,6 +109,7 @@ def staged_set(final: Path, scratch: Path) -> Iterator[Path]:
     try:
         os.chmod(stage, 0o777 & ~_umask())
         yield stage
+        STOP.check()  # a signal whose Interrupted something swallowed: publish nothing
         _swap_in(stage, final)
     except WriteError as exc:
         if not Path(exc.path).is_relative_to(stage):
