@@ -120,7 +120,8 @@ def finetune(
     """Fine-tune `model` in place (LoRA merged afterwards) and return it frozen; `on_step(step, loss)`.
 
     The learning rates warm up linearly over the first tenth of the steps, then stay constant, or with
-    `decay` fall linearly to zero at the last step (`lr_factor`)."""
+    `decay` fall linearly towards zero, reaching 1/(steps - warm-up) of their peak at the last step
+    (`lr_factor`)."""
     torch.manual_seed(seed)
     model.eval()  # no dropout: deterministic, and the run is too short to need it
     opt = _optimizer(model, mode, lr, head_lr)
