@@ -23,6 +23,7 @@ from toolchain.bitconfig import BitConfig
 from toolchain.build.branch import BRANCH_RUN_INFIX
 from toolchain.data import TextDataset
 from toolchain.evaluate import encode, metrics
+from toolchain.io import link_or_copy
 from toolchain.quant.model import apply_quantized
 
 SHARED = (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA, stages.TIMINGS)
@@ -90,16 +91,9 @@ def seed_run_dir(float_dir: Path, run_dir: Path, settings: TrainSettings) -> Non
         if dst.exists():
             continue
         if src.is_dir():
-            shutil.copytree(src, dst, copy_function=_link_or_copy)
+            shutil.copytree(src, dst, copy_function=link_or_copy)
         else:
-            _link_or_copy(src, dst)
-
-
-def _link_or_copy(src, dst) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+            link_or_copy(src, dst)
 
 
 def train_variant(

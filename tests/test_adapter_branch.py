@@ -47,7 +47,8 @@ def test_branch_run_reuses_the_float_stage(runs):
     merged, branch = runs
     for f in sorted((merged.run_dir / stages.FLOAT_DIR).iterdir()):
         assert sha256_file(f) == sha256_file(branch.run_dir / stages.FLOAT_DIR / f.name)
-    assert "float_finetune" not in branch.info["timings_s"]  # copied, not trained again
+        assert f.stat().st_ino == (branch.run_dir / stages.FLOAT_DIR / f.name).stat().st_ino  # linked, not copied
+    assert "float_finetune" not in branch.info["timings_s"]  # shared, not trained again
     assert branch.float_accuracy == merged.float_accuracy
 
 

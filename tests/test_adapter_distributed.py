@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
 
     torch.set_num_threads(1)
     root = Path(sys.argv[1])
-    settings = tiny_train_settings(steps=20, bits=[2, 3], grids=[Grid()])
+    settings = tiny_train_settings(steps=20, bits=[2, 3], grids=[Grid()], weighting=sys.argv[2])
     train(root / "model", tiny_corpus(), root / "run", settings, progress=False)
     print("DONE", flush=True)
     """
@@ -51,7 +51,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_one_run(tiny_model_path, tmp_path):
+@pytest.mark.parametrize("weighting", ["mean", "geometric"])  # geometric averages each loss over processes
+def test_two_cpu_processes_train_one_run(tiny_model_path, tmp_path, weighting):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     if launcher is None:
         pytest.skip("the accelerate launcher is not installed")
@@ -71,6 +72,7 @@ def test_two_cpu_processes_train_one_run(tiny_model_path, tmp_path):
         "no",
         str(tmp_path / "train.py"),
         str(tmp_path),
+        weighting,
     ]
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"} | {"CUDA_VISIBLE_DEVICES": ""}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)

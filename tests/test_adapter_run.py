@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -11,11 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolchain.adapter import Grid, RandomConfigSource, Run, TrainSettings, make_config, stages, train
+from toolchain.adapter import (
+    ConfigWeighting,
+    Grid,
+    RandomConfigSource,
+    Run,
+    TrainSettings,
+    make_config,
+    stages,
+    train,
+)
 from toolchain.adapter.checkpoint import latest_checkpoint
 from toolchain.adapter.run import RUN_FORMAT
+from toolchain.adapter.train import TrainData, distill_loss, step_plan, train_step
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import encode, predict_logits
+from toolchain.finetune import batch_indices
 from toolchain.io import sha256_file
 from toolchain.quant.core import Scheme, int_range
 from toolchain.testing import tiny_train_settings
@@ -241,6 +253,22 @@ def test_run_directory_of_other_settings_is_refused(run, tiny_model_path, tiny_d
         train(tiny_model_path, tiny_data, run.run_dir, other, progress=False)
 
 
+def test_run_recorded_before_a_setting_existed_is_the_same_run(run, tiny_model_path, tiny_data, tmp_path):
+    """settings.json written by an edgeq without `weighting`: the run trained with its default, MEAN."""
+    run_dir = tmp_path / "r"
+    shutil.copytree(run.run_dir, run_dir)
+    recorded = json.loads((run_dir / stages.SETTINGS).read_text())
+    (run_dir / stages.SETTINGS).write_text(json.dumps({k: v for k, v in recorded.items() if k != "weighting"}))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["files"][stages.SETTINGS] = sha256_file(run_dir / stages.SETTINGS)  # as that edgeq recorded it
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    again = train(tiny_model_path, tiny_data, run_dir, SETTINGS, progress=False)
+    assert sha256_file(again.run_dir / stages.ADAPTER) == sha256_file(run.run_dir / stages.ADAPTER)
+    geometric = SETTINGS.model_copy(update={"weighting": ConfigWeighting.GEOMETRIC})
+    with pytest.raises(BadInputError, match="holds a run with other settings"):
+        train(tiny_model_path, tiny_data, run_dir, geometric, progress=False)
+
+
 def test_run_loads_again_with_the_same_integers(run):
     again = Run.load(run.run_dir)
     config = _configs(run, 1)[0]
@@ -258,3 +286,55 @@ def test_run_directory_of_other_data_is_refused(run, tiny_model_path, tiny_data)
     edited = dataclasses.replace(tiny_data, texts=["changed"] + tiny_data.texts[1:])
     with pytest.raises(BadInputError, match="holds a run with other data"):
         train(tiny_model_path, edited, run.run_dir, SETTINGS, progress=False)
+
+
+class TwoConfigs:
+    """Every step trains a 2-bit and an 8-bit configuration, whose losses differ several-fold."""
+
+    def __init__(self, specs):
+        self.configs = [make_config(specs, [b] * len(specs), [Grid()] * len(specs)) for b in (2, 8)]
+
+    def sample(self, rng, k):
+        return self.configs
+
+    def refine(self, step, score):
+        pass
+
+
+def _step_gradients(run: Run, settings: TrainSettings, loss_of) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Gradients of one `train_step`, and of loss_of(each configuration's loss) summed by hand."""
+    model, source = copy.deepcopy(run.adapter_model), TwoConfigs(run.specs)
+    teacher = stages.load_logits(run.run_dir)["train"]
+    data = TrainData(run.splits.train, teacher, run.splits.val, run.tokenizer, settings.effective_train_length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    train_step(model, data, settings, source, step=3)
+    got = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+    model.zero_grad(set_to_none=True)
+    idx = batch_indices(len(data.train), settings.batch_size, settings.seed, 3)
+    rank = step_plan(settings, source, 3)[0]
+    total, losses = 0.0, []
+    for i, config in enumerate(source.configs):
+        chunk = idx[i :: len(source.configs)]
+        model.set_config(config, rank)
+        logits = model(**data.inputs([data.train.texts[j] for j in chunk]))
+        labels = torch.as_tensor([data.train.labels[j] for j in chunk])
+        loss = distill_loss(logits, labels, data.teacher[chunk], settings.distill_weight)
+        losses.append(loss.item())
+        total = total + loss_of(loss) * len(chunk) / len(idx)
+    total.backward()
+    assert max(losses) > 2 * min(losses)  # the two configurations' losses differ enough to tell weightings apart
+    return got, [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+
+
+@pytest.mark.parametrize(
+    ("weighting", "loss_of"), [(ConfigWeighting.MEAN, lambda x: x), (ConfigWeighting.GEOMETRIC, torch.log)]
+)
+def test_a_step_descends_the_weighted_sum_of_its_configurations_losses(run, weighting, loss_of):
+    """MEAN: the gradient of the summed losses; GEOMETRIC: of the summed log-losses, so the 8-bit
+    configuration's small loss is not drowned out by the 2-bit one's."""
+    settings = SETTINGS.model_copy(update={"weighting": weighting})
+    got, want = _step_gradients(run, settings, loss_of)
+    assert all(torch.allclose(g, w, rtol=1e-4, atol=1e-7) for g, w in zip(got, want, strict=True))
+    other = {ConfigWeighting.MEAN: torch.log, ConfigWeighting.GEOMETRIC: lambda x: x}[weighting]
+    _, unlike = _step_gradients(run, settings, other)
+    assert not all(torch.allclose(g, u, rtol=1e-2) for g, u in zip(got, unlike, strict=True))

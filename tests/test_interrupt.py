@@ -36,7 +36,7 @@ from toolchain.errors import (
     Interrupted,
     WriteError,
 )
-from toolchain.io import atomic_write_bytes, recover_staged_sets, staged_dir, staged_set
+from toolchain.io import atomic_write_bytes, link_or_copy, recover_staged_sets, staged_dir, staged_set
 
 PROFILE = "rpi5"  # the one profile of the tiny build (conftest.TINY_BUILD_PROFILE)
 EXIT_FOR = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED, signal.SIGHUP: EXIT_HUNG_UP}
@@ -465,6 +465,23 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file(monkeypatch, tmp_path):
     assert str(info.value) == f"{path}: cannot write: No space left on device [ENOSPC]; it was left as it was before"
     assert info.value.exit_code == EXIT_BAD_INPUT
     assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
+
+
+def _cross_device(*args, **kwargs):
+    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+
+@pytest.mark.parametrize("link", [True, False], ids=["linked", "copied across file systems"])
+def test_a_shared_file_stays_as_it_was_when_the_other_path_is_rewritten(monkeypatch, tmp_path, link):
+    src, dst = tmp_path / "a", tmp_path / "b"
+    src.write_bytes(b"float model")
+    if not link:
+        monkeypatch.setattr(os, "link", _cross_device)
+    link_or_copy(src, dst)
+    assert dst.read_bytes() == b"float model"
+    assert (os.stat(src).st_ino == os.stat(dst).st_ino) is link  # a link copies nothing
+    atomic_write_bytes(dst, b"retrained")  # how edgeq rewrites a file: by rename
+    assert src.read_bytes() == b"float model"
 
 
 def test_full_disk_while_packaging_is_a_clear_error_and_keeps_the_package(monkeypatch, tiny_build, tmp_path, capsys):

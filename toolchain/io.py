@@ -55,6 +55,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def link_or_copy(src: Path | str, dst: Path | str) -> None:
+    """Give `dst` the bytes of `src`: a new hard link where the file system allows one (nothing copied; safe
+    because edgeq replaces its files by rename, never rewrites them in place, so a later write to either
+    path leaves the other as it was), else an atomic copy (over `dst` if it exists)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        atomic_write_bytes(Path(dst), Path(src).read_bytes())
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary directory beside `final`; on success it replaces `final` in one rename.

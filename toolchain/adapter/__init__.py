@@ -14,11 +14,12 @@ from toolchain.adapter.configs import (
     random_config_at,
 )
 from toolchain.adapter.run import Run, train
-from toolchain.adapter.settings import DeltaUnits, ForwardMode, Grid, TrainSettings
+from toolchain.adapter.settings import ConfigWeighting, DeltaUnits, ForwardMode, Grid, TrainSettings
 from toolchain.config_source import ConfigSource
 
 __all__ = [
     "ConfigSource",
+    "ConfigWeighting",
     "DeltaUnits",
     "FilteredConfigSource",
     "FixedConfigSource",

@@ -57,6 +57,10 @@ class Parallel:
         else:
             self.accelerator.backward(loss)
 
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """`value` averaged over the processes (itself in a single process)."""
+        return value if self.accelerator is None else self.accelerator.reduce(value, "mean")
+
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """The main process runs the body first (writes), then the others (which find the outputs)."""

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
@@ -27,7 +28,7 @@ from toolchain.data import TextDataset
 from toolchain.errors import BadInputError
 from toolchain.evaluate import predict_logits
 from toolchain.finetune import finetune
-from toolchain.io import atomic_write_bytes, atomic_write_json, atomic_write_text, staged_dir
+from toolchain.io import atomic_write_bytes, atomic_write_json, atomic_write_text, link_or_copy, staged_dir
 from toolchain.models import load_model, quantizable_layers
 
 SETTINGS, DATA, FLOAT_DIR, LOGITS, BASE, ADAPTER = (
@@ -83,12 +84,21 @@ def _same_data(path: Path, ds: TextDataset) -> bool:
     return (old.texts, old.labels, old.ids, old.label_names) == (ds.texts, ds.labels, ds.ids, ds.label_names)
 
 
+def _same_settings(path: Path, settings: TrainSettings) -> bool:
+    """The recorded settings equal `settings`; a setting added since the file was written reads as its
+    default, which is what the run trained with."""
+    try:
+        return TrainSettings.model_validate_json(path.read_text(encoding="utf-8")) == settings
+    except ValidationError:
+        return False
+
+
 def start_run(run_dir: Path, ds: TextDataset, settings: TrainSettings) -> None:
     """Record settings and data; refuse a directory that holds a run of other settings or data."""
     settings_path, data_path = run_dir / SETTINGS, run_dir / DATA
     text = settings.model_dump_json(indent=2)
     problems = []
-    if settings_path.is_file() and settings_path.read_text(encoding="utf-8") != text:
+    if settings_path.is_file() and not _same_settings(settings_path, settings):
         problems.append(f"{settings_path}: {run_dir} holds a run with other settings")
     if data_path.is_file() and not _same_data(data_path, ds):
         problems.append(f"{data_path}: {run_dir} holds a run with other data")
@@ -164,14 +174,15 @@ def base_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
 def share_float_stages(src: Path, dst: Path) -> None:
     """Seed run directory `dst` with run `src`'s data, float fine-tune and float logits, so that training
     `dst` skips them. Only for runs whose float stage is the same: equal `TrainSettings.float_digest()`
-    and training length (a second adapter on the same reference, e.g. an adapter branch)."""
+    and training length (a second adapter on the same reference, e.g. an adapter branch). The files are
+    hard-linked where the file system allows (the float model is 88 MB on MiniLM), else copied."""
     dst.mkdir(parents=True, exist_ok=True)
     if not (dst / FLOAT_DIR).is_dir():
         with staged_dir(dst / FLOAT_DIR) as stage:
-            shutil.copytree(src / FLOAT_DIR, stage, dirs_exist_ok=True)
+            shutil.copytree(src / FLOAT_DIR, stage, dirs_exist_ok=True, copy_function=link_or_copy)
     for name in (DATA, LOGITS):
         if not (dst / name).is_file():
-            atomic_write_bytes(dst / name, (src / name).read_bytes())
+            link_or_copy(src / name, dst / name)
 
 
 def load_float(run_dir: Path, label_names: list[str]):

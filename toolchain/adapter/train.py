@@ -1,5 +1,6 @@
 """The adapter training loop: each step samples a rank (DyLoRA) and a few configurations (one micro-batch
-each, gradients accumulated), and minimises CE + KL to the float teacher through the merged-integer forward.
+each, gradients accumulated), and minimises CE + KL to the float teacher through the merged-integer forward
+(the configurations' losses summed as they are, or their logarithms: `ConfigWeighting`).
 
 Everything random in a step is a function of (seed, step): the batch (`batch_indices`), the rank and the
 configurations (a `random.Random` seeded by the step). A checkpoint therefore only needs the trainable
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from toolchain.adapter.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from toolchain.adapter.distributed import Parallel
 from toolchain.adapter.model import CoAModel
-from toolchain.adapter.settings import TrainSettings
+from toolchain.adapter.settings import ConfigWeighting, TrainSettings
 from toolchain.bitconfig import BitConfig
 from toolchain.config_source import ConfigSource
 from toolchain.data import TextDataset
@@ -72,6 +73,16 @@ def distill_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tens
     return (1 - weight) * ce + weight * kl
 
 
+def config_weight(loss: torch.Tensor, weighting: ConfigWeighting, par: Parallel) -> torch.Tensor | float:
+    """Factor on one configuration's loss: 1, or (GEOMETRIC) 1 / the loss itself, detached and averaged
+    over processes, so that the step descends the sum of the log-losses (the geometric loss strategy of
+    multi-task learning): a 4-bit configuration already close to its teacher pulls as hard, relative to its
+    loss, as a 2-bit one."""
+    if weighting is ConfigWeighting.MEAN:
+        return 1.0
+    return 1.0 / par.mean(loss.detach()).clamp_min(1e-6)
+
+
 def train_step(
     model: CoAModel,
     data: TrainData,
@@ -98,7 +109,7 @@ def train_step(
         logits = net(**data.inputs([data.train.texts[i] for i in chunk]))
         dev = logits.device
         loss = distill_loss(logits, labels[chunk].to(dev), data.teacher[chunk].to(dev), settings.distill_weight)
-        par.backward(loss * len(chunk) * par.num / len(idx))
+        par.backward(loss * config_weight(loss, settings.weighting, par) * len(chunk) * par.num / len(idx))
         total += loss.item() * len(chunk) * par.num / len(idx)
     return total
 

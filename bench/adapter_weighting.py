@@ -1,0 +1,144 @@
+"""Does weighting a step's configurations differently close the configuration-aware adapter's gap at 4 bits?
+
+A build's adapter trains on the search's configuration set across 2..8 bits, two configurations per step,
+their losses summed (`ConfigWeighting.MEAN`). The 2-bit configurations' losses are the largest, so they
+pull hardest on the shared factors, mapper and head; on the held-out configurations of
+`adapter_generalisation.py` the adapter trails a per-configuration LoRA at 4 bits only. This bench retrains
+the build's adapter (same float stage, settings, seed and Pareto configuration set as `edgeq build`) once
+per weighting and scores every held-out configuration on the validation and test splits, beside MSE-clipped
+PTQ; the validation split is the one to choose on. On the test split each is also compared with the
+per-configuration LoRAs that `adapter_generalisation.py --per-config` trained on the same run (its standard
+recipe, summed losses: a single configuration has nothing to weight against).
+
+    python bench/adapter_weighting.py --run DIST/.edgeq/run-XXXX --work /tmp/edgeq-weighting
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from adapter_common import coa_logits, machine_info, ptq_logits, r2, split_metrics, train_variant
+from adapter_generalisation import held_out, load_dataset_of
+
+from toolchain.adapter import ConfigWeighting, Run
+from toolchain.io import atomic_write_json
+from toolchain.models import default_model_path
+from toolchain.profiles import default_profiles_dir, load_profiles
+from toolchain.search import ParetoConfigSource
+from toolchain.search.sensitivity import module_type
+
+RESULTS = Path(__file__).resolve().parent / "results" / "adapter_weighting.json"
+SPLITS = ("val", "test")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True, help="the finished run of a default `edgeq build`")
+    p.add_argument("--work", type=Path, required=True, help="where to train the variants")
+    p.add_argument("--weightings", nargs="+", default=[w.value for w in ConfigWeighting])
+    p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 3.0, 2.5, 2.25])
+    p.add_argument("--n", type=int, default=5, help="held-out configurations per budget")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the held-out configurations")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--per-config", type=Path, default=RESULTS.with_name("adapter_generalisation_build.json"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def train_weighting(build_run: Run, weighting: str, work: Path) -> tuple[Run, float]:
+    """The build's adapter retrained with `weighting` (its float stage shared): the same settings, seed and
+    Pareto configuration set over the default profiles that `edgeq build` trains on."""
+    settings = build_run.settings.model_copy(update={"weighting": ConfigWeighting(weighting)})
+    profiles = load_profiles(sorted(default_profiles_dir().glob("*.yaml")))
+    source = ParetoConfigSource.for_profiles(profiles, build_run.specs, seed=settings.seed, probe_group=module_type)
+    return train_variant(
+        default_model_path(), load_dataset_of(build_run), build_run.run_dir, work / f"weighting-{weighting}",
+        settings, config_source=source, progress=True,
+    )  # fmt: skip
+
+
+def per_config_baseline(path: Path, run: Path) -> dict:
+    """{config digest: test accuracy} of the per-configuration LoRAs trained on `run` (empty if none)."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("run") != str(run) or old.get("draw", {}).get("split") != "test":
+        return {}
+    return {k: r["per_config"]["accuracy"] for k, r in old.get("per_config", {}).items()}
+
+
+def summary(rows: dict, baselines: dict[str, dict], split: str) -> dict:
+    """Per budget: mean accuracy and KL, and the worst and mean accuracy difference to each baseline
+    ({name: {config digest: accuracy}}) on `split`."""
+    out = {}
+    for budget in sorted({r["budget"] for r in rows.values()}):
+        keys = [k for k, r in rows.items() if r["budget"] == budget]
+        out[str(budget)] = {
+            "accuracy": round(statistics.mean(rows[k][split]["accuracy"] for k in keys), 3),
+            "kl": round(statistics.mean(rows[k][split]["kl"] for k in keys), 4),
+        }
+        for name, accuracy in baselines.items():
+            diffs = [rows[k][split]["accuracy"] - accuracy[k] for k in keys if k in accuracy]
+            if diffs:
+                out[str(budget)] |= {
+                    f"minus_{name}_min": round(min(diffs), 3),
+                    f"minus_{name}_mean": round(statistics.mean(diffs), 3),
+                }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    build_run = Run.load(args.run)
+    configs = held_out(build_run, args.budgets, args.n, args.seed)
+    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    draw = {"budgets": args.budgets, "n": args.n, "seed": args.seed}
+    result = old if (old.get("run"), old.get("draw")) == (str(args.run), draw) else {}
+    result = result or {"run": str(args.run), "draw": draw, "ptq": {}, "variants": {}}
+
+    def save() -> None:
+        atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
+
+    for _, config in configs:
+        if config.digest() not in result["ptq"]:
+            result["ptq"][config.digest()] = {
+                s: r2(split_metrics(build_run, ptq_logits(build_run, config, s), s)) for s in SPLITS
+            }
+            save()
+    per_config = per_config_baseline(args.per_config, args.run)
+    for weighting in args.weightings:
+        variant = result["variants"].get(weighting)
+        if variant is None:
+            run, seconds = train_weighting(build_run, weighting, args.work)
+            variant = result["variants"][weighting] = {
+                "run": str(run.run_dir),
+                "settings_digest": run.settings.digest(),
+                "train_seconds": round(seconds, 1),
+                "rows": {},
+            }
+        run = Run.load(variant["run"])
+        for budget, config in configs:
+            if config.digest() not in variant["rows"]:
+                metrics = {s: r2(split_metrics(run, coa_logits(run, config, s), s)) for s in SPLITS}
+                variant["rows"][config.digest()] = {"budget": budget, **metrics}
+                print(weighting, budget, {s: metrics[s]["accuracy"] for s in SPLITS}, flush=True)
+                save()
+        variant["summary"] = {
+            s: summary(variant["rows"], {"ptq": {k: v[s]["accuracy"] for k, v in result["ptq"].items()}}
+                       | ({"per_config": per_config} if s == "test" else {}), s)
+            for s in SPLITS
+        }  # fmt: skip
+        print(weighting, json.dumps(variant["summary"], indent=1), flush=True)
+        save()
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
