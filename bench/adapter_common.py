@@ -130,6 +130,12 @@ def ptq_logits(run: Run, config: BitConfig, split: str) -> torch.Tensor:
     return _logits(apply_quantized(run.float_model(), run.ptq_weights(config)), run, split_of(run, split).texts)
 
 
+def float_head_logits(run: Run, config: BitConfig, split: str) -> torch.Tensor:
+    """Logits of `config`'s shipped integers and scales under the float fine-tune's own head instead of the
+    head trained jointly with the adapter."""
+    return _logits(apply_quantized(run.float_model(), run.generate(config)), run, split_of(run, split).texts)
+
+
 def split_metrics(run: Run, logits: torch.Tensor, split: str) -> dict:
     """Accuracy, macro-F1, agreement with and KL from the float model, of logits on a split."""
     return metrics(logits, split_of(run, split).labels, run.float_logits(split)).to_dict()

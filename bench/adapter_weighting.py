@@ -3,12 +3,14 @@
 A build's adapter trains on the search's configuration set across 2..8 bits, two configurations per step,
 their losses summed (`ConfigWeighting.MEAN`). The 2-bit configurations' losses are the largest, so they
 pull hardest on the shared factors, mapper and head; on the held-out configurations of
-`adapter_generalisation.py` the adapter trails a per-configuration LoRA at 4 bits only. This bench retrains
-the build's adapter (same float stage, settings, seed and Pareto configuration set as `edgeq build`) once
-per weighting and scores every held-out configuration on the validation and test splits, beside MSE-clipped
-PTQ; the validation split is the one to choose on. On the test split each is also compared with the
-per-configuration LoRAs that `adapter_generalisation.py --per-config` trained on the same run (its standard
-recipe, summed losses: a single configuration has nothing to weight against).
+`adapter_generalisation.py` the adapter trails a per-configuration LoRA at 4 bits only.
+
+This bench retrains the build's adapter once per weighting: the same float stage, settings, seed and
+Pareto configuration set as `edgeq build` (`adapter_equals_run` records whether the adapter is
+byte-identical to the build's; MEAN's should be). It scores every held-out configuration on the validation
+and test splits, beside MSE-clipped PTQ; validation is the split to choose on. On test each is also
+compared with the per-configuration LoRAs that `adapter_generalisation.py --per-config` trained on the same
+run (their standard recipe: a single configuration has nothing to weight against).
 
     python bench/adapter_weighting.py --run DIST/.edgeq/run-XXXX --work /tmp/edgeq-weighting
 """
@@ -25,8 +27,8 @@ import torch
 from adapter_common import coa_logits, machine_info, ptq_logits, r2, split_metrics, train_variant
 from adapter_generalisation import held_out, load_dataset_of
 
-from toolchain.adapter import ConfigWeighting, Run
-from toolchain.io import atomic_write_json
+from toolchain.adapter import ConfigWeighting, Run, stages
+from toolchain.io import atomic_write_json, sha256_file
 from toolchain.models import default_model_path
 from toolchain.profiles import default_profiles_dir, load_profiles
 from toolchain.search import ParetoConfigSource
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": {},
             }
         run = Run.load(variant["run"])
+        adapter = stages.ADAPTER
+        variant["adapter_equals_run"] = sha256_file(run.run_dir / adapter) == sha256_file(build_run.run_dir / adapter)
         for budget, config in configs:
             if config.digest() not in variant["rows"]:
                 metrics = {s: r2(split_metrics(run, coa_logits(run, config, s), s)) for s in SPLITS}

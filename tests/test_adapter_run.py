@@ -23,7 +23,7 @@ from toolchain.adapter import (
     train,
 )
 from toolchain.adapter.checkpoint import latest_checkpoint
-from toolchain.adapter.run import RUN_FORMAT
+from toolchain.adapter.run import MANIFEST, RUN_FORMAT
 from toolchain.adapter.train import TrainData, distill_loss, step_plan, train_step
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import encode, predict_logits
@@ -259,9 +259,9 @@ def test_run_recorded_before_a_setting_existed_is_the_same_run(run, tiny_model_p
     shutil.copytree(run.run_dir, run_dir)
     recorded = json.loads((run_dir / stages.SETTINGS).read_text())
     (run_dir / stages.SETTINGS).write_text(json.dumps({k: v for k, v in recorded.items() if k != "weighting"}))
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = json.loads((run_dir / MANIFEST).read_text())
     manifest["files"][stages.SETTINGS] = sha256_file(run_dir / stages.SETTINGS)  # as that edgeq recorded it
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    (run_dir / MANIFEST).write_text(json.dumps(manifest))
     again = train(tiny_model_path, tiny_data, run_dir, SETTINGS, progress=False)
     assert sha256_file(again.run_dir / stages.ADAPTER) == sha256_file(run.run_dir / stages.ADAPTER)
     geometric = SETTINGS.model_copy(update={"weighting": ConfigWeighting.GEOMETRIC})
