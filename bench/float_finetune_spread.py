@@ -52,8 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def fine_tune_row(ds, splits, variant: str, seed: int) -> dict:
     steps, decay = VARIANTS[variant]
     s = SHIPPED
-    torch.manual_seed(seed)  # the fresh head's init, as the build's float stage seeds it
-    model, tok = load_model(default_model_path(), ds.label_names)
+    model, tok = load_model(default_model_path(), ds.label_names, seed=seed)  # as the build's float stage
     t0 = time.perf_counter()
     finetune(
         model, tok, splits.train, steps=steps, batch_size=s.batch_size, lr=s.float_lr, head_lr=s.head_lr,

@@ -85,8 +85,7 @@ def train_float(args: argparse.Namespace):
     """(fine-tuned float model, tokenizer, splits, training seconds)."""
     ds = load_dataset(args.data)
     splits = split(ds, seed=args.seed)
-    torch.manual_seed(args.seed)  # the fresh head's initialisation, seeded as the build's float stage seeds it
-    model, tok = load_model(args.model or default_model_path(), ds.label_names)
+    model, tok = load_model(args.model or default_model_path(), ds.label_names, seed=args.seed)
     losses: list[float] = []
     t0 = time.perf_counter()
 

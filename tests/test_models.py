@@ -56,6 +56,16 @@ def test_load_model_offline(tiny_model_path: Path, monkeypatch: pytest.MonkeyPat
         assert model(**enc).logits.shape == (1, 3)
 
 
+def test_seed_fixes_the_fresh_head_whatever_came_before(tiny_model_path: Path) -> None:
+    def head(seed: int | None, before: int) -> torch.Tensor:
+        torch.manual_seed(before)  # whatever the caller drew earlier
+        return load_model(tiny_model_path, ["a", "b", "c"], seed=seed)[0].classifier.weight
+
+    assert torch.equal(head(0, before=1), head(0, before=2))
+    assert not torch.equal(head(0, before=1), head(1, before=1))
+    assert not torch.equal(head(None, before=1), head(None, before=2))  # unseeded: the caller's state decides
+
+
 def test_quantizable_layers_exclude_head_and_pooler(tiny) -> None:
     model, _ = tiny
     specs = quantizable_layers(model)

