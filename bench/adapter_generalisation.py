@@ -58,16 +58,26 @@ from toolchain.models import default_model_path
 RESULTS = Path(__file__).resolve().parent / "results" / "adapter_generalisation.json"
 
 
+BUDGETS = [4.0, 3.0, 2.5, 2.25]  # the held-out draw's budgets, in the order drawn (it fixes the configurations)
+
+
+def add_draw_args(p: argparse.ArgumentParser, budgets: bool = True) -> None:
+    """The held-out draw's options, with the defaults every adapter bench shares (the same configurations,
+    under the same digests, in each one's results); `budgets=False` leaves the draw's budgets fixed."""
+    if budgets:
+        p.add_argument("--budgets", type=float, nargs="+", default=BUDGETS)
+    p.add_argument("--n", type=int, default=5, help="held-out configurations per budget")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the held-out configurations")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=None, help="a trained run directory (default: train one in --work)")
     p.add_argument("--work", type=Path, default=None, help="where to train the default run if --run is not given")
     p.add_argument("--naive-run", type=Path, default=None, help="a run trained with forward=branch")
-    p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 3.0, 2.5, 2.25])
-    p.add_argument("--n", type=int, default=5, help="held-out configurations per budget")
+    add_draw_args(p)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--per-config", type=int, default=0, help="per-configuration LoRA baselines to train")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the held-out configurations")
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)

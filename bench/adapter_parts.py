@@ -33,22 +33,20 @@ from adapter_common import (
     r2,
     split_metrics,
 )
-from adapter_generalisation import held_out
+from adapter_generalisation import BUDGETS, add_draw_args, held_out
 
 from toolchain.adapter import Run
 from toolchain.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapter_parts.json"
-DRAW_BUDGETS = [4.0, 3.0, 2.5, 2.25]  # adapter_generalisation.py's draw: its order fixes the configurations
 MODELS = ("shipped", "float_head", "no_moves", "ptq")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True, help="a finished run (a default build's)")
-    p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 2.25], choices=DRAW_BUDGETS)
-    p.add_argument("--n", type=int, default=5, help="held-out configurations per budget")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the held-out configurations")
+    p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 2.25], choices=BUDGETS, help="of the draw's")
+    add_draw_args(p, budgets=False)
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -110,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     run = Run.load(args.run)
-    configs = [(b, c) for b, c in held_out(run, DRAW_BUDGETS, args.n, args.seed) if b in args.budgets]
-    result = {"run": str(args.run), "draw": {"budgets": DRAW_BUDGETS, "n": args.n, "seed": args.seed}, "rows": {}}
+    configs = [(b, c) for b, c in held_out(run, BUDGETS, args.n, args.seed) if b in args.budgets]
+    result = {"run": str(args.run), "draw": {"budgets": BUDGETS, "n": args.n, "seed": args.seed}, "rows": {}}
     result["split"] = args.split
     for budget, config in configs:
         result["rows"][config.digest()] = row(run, budget, config, args.split)

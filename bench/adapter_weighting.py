@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from adapter_common import coa_logits, machine_info, ptq_logits, r2, split_metrics, train_variant
-from adapter_generalisation import held_out, load_dataset_of
+from adapter_generalisation import add_draw_args, held_out, load_dataset_of
 
 from toolchain.adapter import ConfigWeighting, Run, stages
 from toolchain.io import atomic_write_json, sha256_file
@@ -43,9 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run", type=Path, required=True, help="the finished run of a default `edgeq build`")
     p.add_argument("--work", type=Path, required=True, help="where to train the variants")
     p.add_argument("--weightings", nargs="+", default=[w.value for w in ConfigWeighting])
-    p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 3.0, 2.5, 2.25])
-    p.add_argument("--n", type=int, default=5, help="held-out configurations per budget")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the held-out configurations")
+    add_draw_args(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--per-config", type=Path, default=RESULTS.with_name("adapter_generalisation_build.json"))
     p.add_argument("--out", type=Path, default=RESULTS)
