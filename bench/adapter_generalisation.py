@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_draw_args(p)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--per-config", type=int, default=0, help="per-configuration LoRA baselines to train")
+    p.add_argument(
+        "--per-config-budgets", type=float, nargs="+", default=None,
+        help="train them on these budgets' configurations only (default: all, lowest budget first)",
+    )  # fmt: skip
     p.add_argument("--split", default="test", choices=["val", "test"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -196,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         def save(done: dict) -> None:
             atomic_write_json(args.out, result | {"per_config": done, "machine": machine_info(args.threads)})
 
+        budgets = args.per_config_budgets or args.budgets
         result["per_config"] = per_config_rows(
-            run, configs, args.per_config, args.split, work, result.get("per_config", {}), save
-        )
+            run, [(b, c) for b, c in configs if b in budgets], args.per_config, args.split, work,
+            result.get("per_config", {}), save,
+        )  # fmt: skip
     atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
     print(f"wrote {args.out}")
     return 0

@@ -14,6 +14,7 @@ import torch
 
 from toolchain.adapter import (
     ConfigWeighting,
+    DeltaUnits,
     Grid,
     RandomConfigSource,
     Run,
@@ -23,6 +24,7 @@ from toolchain.adapter import (
     train,
 )
 from toolchain.adapter.checkpoint import latest_checkpoint
+from toolchain.adapter.merge import per_weight
 from toolchain.adapter.run import MANIFEST, RUN_FORMAT
 from toolchain.adapter.train import TrainData, distill_loss, step_plan, train_step
 from toolchain.errors import BadInputError, IntegrityError
@@ -338,3 +340,56 @@ def test_a_step_descends_the_weighted_sum_of_its_configurations_losses(run, weig
     other = {ConfigWeighting.MEAN: torch.log, ConfigWeighting.GEOMETRIC: lambda x: x}[weighting]
     _, unlike = _step_gradients(run, settings, other)
     assert not all(torch.allclose(g, u, rtol=1e-2) for g, u in zip(got, unlike, strict=True))
+
+
+def _with_units(run: Run, units: DeltaUnits) -> Run:
+    """The same run, its adapter model computing the product in `units` (a copy; `run` is untouched)."""
+    model = copy.deepcopy(run.adapter_model)
+    for layer in model.layers:
+        layer.units = units
+    other = copy.copy(run)
+    other.adapter_model = model
+    return other
+
+
+def test_coarse_step_units_are_one_weight_change_at_every_bit_width(run):
+    """DeltaUnits.COARSE_STEP: the product counts steps of the run's lowest bit-width, so at the lowest
+    bit-width it is STEP's product and at any other the same weight change (the step ratio applied), on
+    the merged path and the branch path alike."""
+    step, coarse = (_with_units(run, u).adapter_model for u in (DeltaUnits.STEP, DeltaUnits.COARSE_STEP))
+    specs, lowest = run.specs, min(SETTINGS.bits)
+    for bits in SETTINGS.bits:
+        for grid in (Grid(), Grid(scheme=Scheme.ASYMMETRIC), Grid(block_size=16)):
+            config = make_config(specs, [bits] * len(specs), [grid] * len(specs))
+            step.set_config(config)
+            coarse.set_config(config)
+            for s, c in zip(step.layers, coarse.layers, strict=True):
+                n, g = s.spec.in_features, grid.block_size
+                in_steps, in_coarse = s._parts(s.current)[2], c._parts(c.current)[2]
+                ref, own = (s.base.get(s.spec.name, b, grid).scale for b in (lowest, bits))
+                if bits == lowest:
+                    assert torch.equal(in_coarse, in_steps)
+                else:
+                    ratio = per_weight(ref, n, g) / per_weight(own, n, g)
+                    assert torch.allclose(in_coarse, in_steps * ratio, rtol=1e-5, atol=1e-7)
+                    assert ratio.mean() > 1.5  # a finer grid's step is smaller: the product counts more of them
+                if g is None:  # one step per row: the branch's weight delta is the merged product in weights
+                    up, down = c.branch_factors(c.current)[:2]
+                    assert torch.allclose(up @ down, in_coarse * own, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("units", [DeltaUnits.STEP, DeltaUnits.COARSE_STEP])
+def test_generated_integers_equal_the_forward_in_either_units(run, units):
+    """Whichever units the product counts in, the generated integer model computes the training forward,
+    and the two units generate different integers from the same adapter."""
+    other = _with_units(run, units)
+    inputs = encode(run.tokenizer, run.splits.test.texts[:8], SETTINGS.max_length)
+    config = _configs(run, 1)[0]
+    with torch.no_grad():
+        other.adapter_model.set_config(config)
+        trained = other.adapter_model(**inputs)
+        shipped = other.quantized_model(config)(**inputs).logits
+    assert (trained - shipped).abs().max().item() <= 1e-5
+    flipped = _with_units(run, {DeltaUnits.STEP: DeltaUnits.COARSE_STEP}.get(units, DeltaUnits.STEP))
+    mine, theirs = other.generate(config), flipped.generate(config)
+    assert any(not torch.equal(q.q, theirs[n].q) for n, q in mine.items())

@@ -53,6 +53,7 @@ class CoALinear(nn.Module):
         self.spec, self.base = spec, base
         self.alpha, self.units = settings.alpha, settings.units
         self.residual, self.mode = settings.residual, settings.forward
+        self.coarse_bits = min(settings.bits)  # DeltaUnits.COARSE_STEP's reference bit-width
         self.register_buffer("w_float", linear.weight.detach().clone(), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
         self.lora_a = nn.Parameter(torch.empty(settings.rank, spec.in_features))
@@ -73,24 +74,34 @@ class CoALinear(nn.Module):
         base = self.base.get(self.spec.name, lb.bits, grid, self.lora_a.device)
         return base, base.scale * torch.exp(self.log_scales[scale_key(lb.bits, grid)])
 
+    def _unit(self, base: QuantizedWeight) -> torch.Tensor | None:
+        """(out, G) weight value of one unit of the adapter product on `base`'s grid (None: one base step)."""
+        if self.units is DeltaUnits.WEIGHT:
+            return torch.ones_like(base.scale)
+        if self.units is DeltaUnits.COARSE_STEP and base.bits != self.coarse_bits:
+            grid = Grid(scheme=base.scheme, block_size=base.block_size)
+            return self.base.get(self.spec.name, self.coarse_bits, grid, base.scale.device).scale
+        return None
+
     def _parts(self, state: LayerState) -> tuple[QuantizedWeight, torch.Tensor, torch.Tensor]:
         """(base integers, learned scale (out, G), adapter product in units of the base step (out, in))."""
         base, scale = self._base(state.bits)
         prod = self.alpha * low_rank_delta(self.lora_a, self.lora_b, state.q, state.rank)
-        if self.units is DeltaUnits.WEIGHT:
-            prod = prod / per_weight(base.scale, self.spec.in_features, base.block_size)
+        unit = self._unit(base)
+        if unit is not None:
+            n, g = self.spec.in_features, base.block_size
+            prod = prod * per_weight(unit, n, g) / per_weight(base.scale, n, g)
         return base, scale, prod
 
     def branch_factors(self, state: LayerState) -> tuple[torch.Tensor, torch.Tensor, QuantizedWeight, torch.Tensor]:
         """(up (out, k), down (k, in), base, learned scale) of the float branch: up @ down is the weight
-        delta alpha * B Q(c) A, in units of the base grid's mean step of each output row (so it stays rank k
-        on a blocked grid too) or, with DeltaUnits.WEIGHT, in weight units."""
+        delta alpha * B Q(c) A, in units (`settings.units`) of each output row's mean step (so it stays rank
+        k on a blocked grid too)."""
         k = state.rank
         base, scale = self._base(state.bits)
         up, down = self.alpha * self.lora_b[:, :k], state.q[:k, :k] @ self.lora_a[:k]
-        if self.units is DeltaUnits.STEP:
-            up = up * base.scale.mean(dim=1, keepdim=True)
-        return up, down, base, scale
+        unit = self._unit(base)
+        return up * (base.scale if unit is None else unit).mean(dim=1, keepdim=True), down, base, scale
 
     def weight(self, state: LayerState) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, QuantizedWeight]:
         """(forward weight, its integers as floats (None for the float branch), learned scale, base)."""

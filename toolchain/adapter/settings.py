@@ -42,10 +42,18 @@ def _default_grids() -> list[Grid]:
 
 
 class DeltaUnits(StrEnum):
-    """What one unit of the adapter's output B Q(c) A means (FACTS.md: weight units barely move integers)."""
+    """What one unit of the adapter's output B Q(c) A means (FACTS.md: weight units barely move integers).
+
+    COARSE_STEP is the default: on the default model it scored above STEP on validation at every budget
+    from 2.25 to 4 bits, and on test it closed STEP's 4-bit gap to PTQ and to per-configuration LoRA
+    (bench/adapter_variants.py)."""
 
     STEP = "step"  # one quantization step of the layer's grid at its bit-width (step-size-aware)
     WEIGHT = "weight"  # one unit of weight value, divided by the step to land on the grid (plain LoRA)
+    # one step of the layer's grid at the run's lowest bit-width, whatever bits the configuration gives it:
+    # the same product is the same weight change at every bit-width (STEP at the lowest), so a 4-bit
+    # layer's gradient reaches the shared factors at the scale of a 2-bit one instead of ~1/3 of it
+    COARSE_STEP = "coarse-step"
 
 
 class ForwardMode(StrEnum):
@@ -56,7 +64,7 @@ class ForwardMode(StrEnum):
 class ConfigWeighting(StrEnum):
     """How a step's configurations' losses add up (each configuration has its own micro-batch). On the
     default model GEOMETRIC was worse than MEAN at every budget from 2.25 to 4 bits on the test split, and
-    at 2.25 and 2.5 bits on validation (bench/adapter_weighting.py)."""
+    at 2.25 and 2.5 bits on validation (bench/adapter_variants.py)."""
 
     MEAN = "mean"  # as they are: low-bit configurations, whose losses are the largest, pull hardest
     GEOMETRIC = "geometric"  # log of each: every configuration's gradient divided by its own loss
@@ -87,7 +95,7 @@ class TrainSettings(BaseModel):
     )
     scale_lr: float = Field(default=1e-3, ge=0, description="log-scales (PEQA); 0 keeps the MSE scales")
     alpha: float = Field(default=16.0, gt=0, description="delta = alpha * B Q(c) A, in `units`")
-    units: DeltaUnits = DeltaUnits.STEP
+    units: DeltaUnits = DeltaUnits.COARSE_STEP
     residual: bool = Field(default=True, description="round(W_f/s - W_int + delta): boundary-aware start")
     forward: ForwardMode = ForwardMode.MERGED
     configs_per_step: int = Field(default=2, ge=1, description="configurations per step, one micro-batch each")

@@ -1,18 +1,23 @@
-"""Does weighting a step's configurations differently close the configuration-aware adapter's gap at 4 bits?
+"""The build's adapter retrained with one or more settings changed, on the held-out configurations.
 
-A build's adapter trains on the search's configuration set across 2..8 bits, two configurations per step,
-their losses summed (`ConfigWeighting.MEAN`). The 2-bit configurations' losses are the largest, so they
-pull hardest on the shared factors, mapper and head; on the held-out configurations of
-`adapter_generalisation.py` the adapter trails a per-configuration LoRA at 4 bits only.
+A build's adapter trains on the search's configuration set across 2..8 bits, two configurations per step.
+On the held-out configurations of `adapter_generalisation.py` it trails a per-configuration LoRA at 4 bits
+only. This bench retrains the build's adapter once per variant (a name and TrainSettings overrides): the
+same float stage, settings, seed and Pareto configuration set as `edgeq build`, with only the overrides
+changed (`adapter_equals_run` records whether the adapter is byte-identical to the build's; a variant
+without overrides should be). It scores every held-out configuration on the validation and test splits,
+beside MSE-clipped PTQ; validation is the split to choose on. On test each is also compared with the
+per-configuration LoRAs that `adapter_generalisation.py --per-config` trained on the same run.
 
-This bench retrains the build's adapter once per weighting: the same float stage, settings, seed and
-Pareto configuration set as `edgeq build` (`adapter_equals_run` records whether the adapter is
-byte-identical to the build's; MEAN's should be). It scores every held-out configuration on the validation
-and test splits, beside MSE-clipped PTQ; validation is the split to choose on. On test each is also
-compared with the per-configuration LoRAs that `adapter_generalisation.py --per-config` trained on the same
-run (their standard recipe: a single configuration has nothing to weight against).
+Every variant tried is in results/adapter_variants.json, with its overrides:
 
-    python bench/adapter_weighting.py --run DIST/.edgeq/run-XXXX --work /tmp/edgeq-weighting
+    python bench/adapter_variants.py --run DIST/.edgeq/run-XXXX --work /tmp/edgeq-variants \
+        --variant mean weighting=mean --variant geometric weighting=geometric \
+        --variant coarse-step units=coarse-step
+
+- `mean` is the build's own settings (its adapter is not retrained); `geometric` adds each configuration's
+  loss by its logarithm (ConfigWeighting);
+- `coarse-step` counts the adapter product in steps of the run's lowest bit-width (DeltaUnits).
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ import torch
 from adapter_common import coa_logits, machine_info, ptq_logits, r2, split_metrics, train_variant
 from adapter_generalisation import add_draw_args, held_out, load_dataset_of
 
-from toolchain.adapter import ConfigWeighting, Run, stages
+from toolchain.adapter import Run, TrainSettings, stages
 from toolchain.io import atomic_write_json, sha256_file
 from toolchain.models import default_model_path
 from toolchain.profiles import default_profiles_dir, load_profiles
 from toolchain.search import ParetoConfigSource
 from toolchain.search.sensitivity import module_type
 
-RESULTS = Path(__file__).resolve().parent / "results" / "adapter_weighting.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "adapter_variants.json"
 SPLITS = ("val", "test")
 
 
@@ -42,22 +47,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True, help="the finished run of a default `edgeq build`")
     p.add_argument("--work", type=Path, required=True, help="where to train the variants")
-    p.add_argument("--weightings", nargs="+", default=[w.value for w in ConfigWeighting])
+    p.add_argument(
+        "--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+        help="a variant's name, then the TrainSettings fields it overrides (repeat the option per variant)",
+    )  # fmt: skip
     add_draw_args(p)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--per-config", type=Path, default=RESULTS.with_name("adapter_generalisation_build.json"))
+    p.add_argument("--per-config", type=Path, default=RESULTS.with_name("adapter_generalisation_build_step.json"))
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
 
 
-def train_weighting(build_run: Run, weighting: str, work: Path) -> tuple[Run, float]:
-    """The build's adapter retrained with `weighting` (its float stage shared): the same settings, seed and
-    Pareto configuration set over the default profiles that `edgeq build` trains on."""
-    settings = build_run.settings.model_copy(update={"weighting": ConfigWeighting(weighting)})
+def overrides(args: list[str]) -> dict[str, str]:
+    """{field: value} from KEY=VALUE arguments (TrainSettings validates the values)."""
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        raise SystemExit(f"--variant: {bad[0]!r} is not KEY=VALUE")
+    return dict(a.split("=", 1) for a in args)
+
+
+def variant_settings(build_run: Run, changes: dict[str, str]) -> TrainSettings:
+    """The build's settings with `changes` applied and validated."""
+    unknown = sorted(changes.keys() - TrainSettings.model_fields.keys())
+    if unknown:
+        raise SystemExit(f"--variant: {unknown[0]!r} is not a TrainSettings field")
+    return TrainSettings.model_validate(build_run.settings.model_dump() | changes)
+
+
+def train_settings(build_run: Run, settings: TrainSettings, work: Path) -> tuple[Run, float]:
+    """The build's adapter retrained under `settings` (its float stage shared), on the Pareto configuration
+    set over the default profiles that `edgeq build` trains on."""
     profiles = load_profiles(sorted(default_profiles_dir().glob("*.yaml")))
     source = ParetoConfigSource.for_profiles(profiles, build_run.specs, seed=settings.seed, probe_group=module_type)
     return train_variant(
-        default_model_path(), load_dataset_of(build_run), build_run.run_dir, work / f"weighting-{weighting}",
+        default_model_path(), load_dataset_of(build_run), build_run.run_dir, work / f"variant-{settings.digest()}",
         settings, config_source=source, progress=True,
     )  # fmt: skip
 
@@ -112,16 +135,27 @@ def main(argv: list[str] | None = None) -> int:
             }
             save()
     per_config = per_config_baseline(args.per_config, args.run)
-    for weighting in args.weightings:
-        variant = result["variants"].get(weighting)
-        if variant is None:
-            run, seconds = train_weighting(build_run, weighting, args.work)
-            variant = result["variants"][weighting] = {
+    for name, *changes in args.variant:
+        settings = variant_settings(build_run, overrides(changes))
+        variant = result["variants"].get(name)
+        if variant is not None and variant["settings_digest"] != settings.digest():
+            raise SystemExit(f"--variant {name}: {args.out} holds it under other settings; name it differently")
+        if variant is None and settings.digest() == build_run.settings.digest():
+            variant = result["variants"][name] = {
+                "run": str(build_run.run_dir),  # the build's own settings: its adapter, not retrained
+                "settings_digest": settings.digest(),
+                "train_seconds": None,
+                "rows": {},
+            }
+        elif variant is None:
+            run, seconds = train_settings(build_run, settings, args.work)
+            variant = result["variants"][name] = {
                 "run": str(run.run_dir),
                 "settings_digest": run.settings.digest(),
                 "train_seconds": round(seconds, 1),
                 "rows": {},
             }
+        variant["overrides"] = overrides(changes)
         run = Run.load(variant["run"])
         adapter = stages.ADAPTER
         variant["adapter_equals_run"] = sha256_file(run.run_dir / adapter) == sha256_file(build_run.run_dir / adapter)
@@ -129,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             if config.digest() not in variant["rows"]:
                 metrics = {s: r2(split_metrics(run, coa_logits(run, config, s), s)) for s in SPLITS}
                 variant["rows"][config.digest()] = {"budget": budget, **metrics}
-                print(weighting, budget, {s: metrics[s]["accuracy"] for s in SPLITS}, flush=True)
+                print(name, budget, {s: metrics[s]["accuracy"] for s in SPLITS}, flush=True)
                 save()
         variant["summary"] = {
             s: summary(variant["rows"], {"ptq": {k: v[s]["accuracy"] for k, v in result["ptq"].items()}}
                        | ({"per_config": per_config} if s == "test" else {}), s)
             for s in SPLITS
         }  # fmt: skip
-        print(weighting, json.dumps(variant["summary"], indent=1), flush=True)
+        print(name, json.dumps(variant["summary"], indent=1), flush=True)
         save()
     print(f"wrote {args.out}")
     return 0
