@@ -10,7 +10,8 @@ included; symmetric per-channel; per-layer bit-widths spread by `random_config_a
     branch     that side adapter unmerged, in float (the deployable-branch upper bound, factors not quantized)
     per_config (--per-config K) LoRA trained on one configuration only, same steps, merged the same way
 
-Also: generate() time per configuration, accuracy against DyLoRA rank, and the runs' wall times.
+Also: generate() time per configuration, merge exactness (training forward against the generated integer
+model), accuracy against DyLoRA rank, and the runs' wall times.
 
     python bench/adapter_generalisation.py --run RUN_DIR [--naive-run RUN_DIR] [--per-config 2]
     python bench/adapter_generalisation.py --work /tmp/edgeq-gen     # trains the default run first
@@ -52,8 +53,10 @@ from toolchain.adapter import (
     train,
 )
 from toolchain.data import load_dataset
+from toolchain.evaluate import encode
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path
+from toolchain.quant.core import int_range
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapter_generalisation.json"
 
@@ -102,6 +105,23 @@ def generate_seconds(run: Run, configs) -> dict:
         run.generate(config)
         times.append(time.perf_counter() - t0)
     return {"median": round(statistics.median(times), 3), "max": round(max(times), 3), "n": len(times)}
+
+
+def merge_exactness(run: Run, configs, split: str, n_docs: int = 32) -> dict:
+    """Issue 4's exactness item on the real model: the largest |logit difference| between the training-time
+    forward and the generated integer model (Run.quantized_model, what ships) over every configuration,
+    on the first `n_docs` documents of `split`, and whether every generated integer is in its range."""
+    inputs = encode(run.tokenizer, split_of(run, split).texts[:n_docs], run.settings.max_length)
+    worst, in_range = 0.0, True
+    with torch.no_grad():
+        for _, config in configs:
+            run.adapter_model.set_config(config)
+            trained = run.adapter_model(**inputs)
+            worst = max(worst, (trained - run.quantized_model(config)(**inputs).logits).abs().max().item())
+            for qw in run.generate(config).values():
+                lo, hi = int_range(qw.bits, qw.scheme)
+                in_range &= lo <= qw.q.min().item() and qw.q.max().item() <= hi
+    return {"max_abs_diff": worst, "integers_in_range": in_range, "configs": len(configs), "documents": n_docs}
 
 
 def config_row(run: Run, naive: Run | None, budget: float, config, split: str, row: dict) -> dict:
@@ -192,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"][key] = config_row(run, naive, budget, config, args.split, result["rows"].get(key))
         print({k: v for k, v in result["rows"][key].items() if k != "bits"}, flush=True)
         atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
+    if "exactness" not in result:
+        result["exactness"] = merge_exactness(run, configs, args.split)
+        print(result["exactness"], flush=True)
     if args.ranks and "ranks" not in result:
         result["ranks"] = rank_rows(run, configs, args.ranks, args.split)
     if args.per_config:

@@ -1,23 +1,28 @@
 """The build's adapter retrained with one or more settings changed, on the held-out configurations.
 
 A build's adapter trains on the search's configuration set across 2..8 bits, two configurations per step.
-On the held-out configurations of `adapter_generalisation.py` it trails a per-configuration LoRA at 4 bits
-only. This bench retrains the build's adapter once per variant (a name and TrainSettings overrides): the
-same float stage, settings, seed and Pareto configuration set as `edgeq build`, with only the overrides
-changed (`adapter_equals_run` records whether the adapter is byte-identical to the build's; a variant
-without overrides should be). It scores every held-out configuration on the validation and test splits,
-beside MSE-clipped PTQ; validation is the split to choose on. On test each is also compared with the
-per-configuration LoRAs that `adapter_generalisation.py --per-config` trained on the same run.
+Counting its product in steps of each layer's own grid (units=step, the default until COARSE_STEP), it
+trailed a per-configuration LoRA at 4 bits only, on the held-out configurations of
+`adapter_generalisation.py` (results/adapter_generalisation_build_step.json).
 
-Every variant tried is in results/adapter_variants.json, with its overrides:
+This bench retrains the build's adapter once per variant (a name and TrainSettings overrides): the same
+float stage, settings, seed and Pareto configuration set as `edgeq build`, with only the overrides changed
+(`adapter_equals_run` records whether the adapter is byte-identical to the build's). It scores every
+held-out configuration on the validation and test splits, beside MSE-clipped PTQ; validation is the split
+to choose on. On test each is also compared with the per-configuration LoRAs of `--per-config`.
+
+Overrides apply to the settings the `--run` recorded. results/adapter_variants.json holds every variant
+tried, with its overrides, on a build run from before COARSE_STEP became the default (units=step):
 
     python bench/adapter_variants.py --run DIST/.edgeq/run-XXXX --work /tmp/edgeq-variants \
-        --variant mean weighting=mean --variant geometric weighting=geometric \
+        --variant mean weighting=mean units=step --variant geometric weighting=geometric units=step \
         --variant coarse-step units=coarse-step
 
-- `mean` is the build's own settings (its adapter is not retrained); `geometric` adds each configuration's
-  loss by its logarithm (ConfigWeighting);
-- `coarse-step` counts the adapter product in steps of the run's lowest bit-width (DeltaUnits).
+- `mean` is that build's own settings: a variant equal to the run's settings scores the run's adapter
+  (the stored `mean` entry was retrained once, and its adapter matched the build's byte for byte);
+- `geometric` adds each configuration's loss by its logarithm (ConfigWeighting);
+- `coarse-step` counts the adapter product in steps of the run's lowest bit-width (DeltaUnits): today's
+  default.
 """
 
 from __future__ import annotations
