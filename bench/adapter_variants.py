@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             save()
     per_config = per_config_baseline(args.per_config, args.run)
-    for name, *changes in args.variant:
-        settings = variant_settings(build_run, overrides(changes))
+    for name, *pairs in args.variant:
+        changes = overrides(pairs)
+        settings = variant_settings(build_run, changes)
         variant = result["variants"].get(name)
         if variant is not None and variant["settings_digest"] != settings.digest():
             raise SystemExit(f"--variant {name}: {args.out} holds it under other settings; name it differently")
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train_seconds": round(seconds, 1),
                 "rows": {},
             }
-        variant["overrides"] = overrides(changes)
+        variant["overrides"] = changes
         run = Run.load(variant["run"])
         adapter = stages.ADAPTER
         variant["adapter_equals_run"] = sha256_file(run.run_dir / adapter) == sha256_file(build_run.run_dir / adapter)

@@ -390,6 +390,6 @@ def test_generated_integers_equal_the_forward_in_either_units(run, units):
         trained = other.adapter_model(**inputs)
         shipped = other.quantized_model(config)(**inputs).logits
     assert (trained - shipped).abs().max().item() <= 1e-5
-    flipped = _with_units(run, {DeltaUnits.STEP: DeltaUnits.COARSE_STEP}.get(units, DeltaUnits.STEP))
+    flipped = _with_units(run, DeltaUnits.COARSE_STEP if units is DeltaUnits.STEP else DeltaUnits.STEP)
     mine, theirs = other.generate(config), flipped.generate(config)
     assert any(not torch.equal(q.q, theirs[n].q) for n, q in mine.items())

@@ -35,7 +35,7 @@ class QuantBase:
     def has(self, layer: str, bits: int, grid: Grid) -> bool:
         return f"{entry_key(layer, bits, grid)}|q" in self._t
 
-    def get(self, layer: str, bits: int, grid: Grid, device: torch.device | None = None) -> QuantizedWeight:
+    def _key(self, layer: str, bits: int, grid: Grid) -> str:
         key = entry_key(layer, bits, grid)
         if f"{key}|q" not in self._t:
             covered = sorted({k.split("|")[2] for k in self._t})
@@ -43,6 +43,14 @@ class QuantBase:
                 f"layer {layer!r}: {bits}-bit {grid.key} is not covered by this run "
                 f"(grids: {', '.join(covered)}); retrain with it in TrainSettings.bits / grids"
             )
+        return key
+
+    def scale(self, layer: str, bits: int, grid: Grid, device: torch.device | None = None) -> torch.Tensor:
+        """The (out, G) MSE scales of one entry alone (`get` would also convert its integers)."""
+        return self._t[f"{self._key(layer, bits, grid)}|s"].to(device)
+
+    def get(self, layer: str, bits: int, grid: Grid, device: torch.device | None = None) -> QuantizedWeight:
+        key = self._key(layer, bits, grid)
         zp = self._t.get(f"{key}|z")
         return QuantizedWeight(
             q=self._t[f"{key}|q"].to(device=device, dtype=torch.int16),

@@ -80,7 +80,7 @@ class CoALinear(nn.Module):
             return torch.ones_like(base.scale)
         if self.units is DeltaUnits.COARSE_STEP and base.bits != self.coarse_bits:
             grid = Grid(scheme=base.scheme, block_size=base.block_size)
-            return self.base.get(self.spec.name, self.coarse_bits, grid, base.scale.device).scale
+            return self.base.scale(self.spec.name, self.coarse_bits, grid, base.scale.device)
         return None
 
     def _parts(self, state: LayerState) -> tuple[QuantizedWeight, torch.Tensor, torch.Tensor]:
