@@ -5,7 +5,10 @@ with `check_constraints` (independent of the search code), and scores the unifor
 or larger cost, the best feasible uniform one and the best of `--random` random feasible ones with the same
 scorer the search used (the adapter's merged integers on the build's validation documents). The search
 picked its choice on those documents, so beating a baseline there is partly selection; every configuration
-is therefore scored on the test split too, which neither the search nor the baselines saw.
+is therefore scored on the test split too, which neither the search nor the baselines saw, with McNemar's
+exact test of the choice against each baseline on the same test documents (how many only one of the two
+classifies correctly, and the two-sided p-value of that split). The same test of the choice against the
+float fine-tune itself shows how far apart two models must be before the test split can tell them apart.
 
     python bench/search_baselines_adapter.py --dist dist [--random 20] [--out FILE]
 """
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from adapter_common import find_run, machine_info, r2
+from adapter_common import coa_logits, find_run, machine_info, paired_test, r2, split_metrics
 
 from toolchain.adapter import Run
 from toolchain.bitconfig import BitConfig
@@ -53,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     search = json.loads((args.dist / "search.json").read_text())
     profiles = profiles_or_default(None)
     val = ScoreCache(validation_scorer(run, SEARCH_DOCS))
-    test: dict[str, dict] = {}
+    test_labels = run.splits.test.labels
+    test_logits: dict[str, torch.Tensor] = {}
+
+    def logits(config: BitConfig) -> torch.Tensor:
+        key = quant_key(config)
+        if key not in test_logits:
+            test_logits[key] = coa_logits(run, config, "test")
+        return test_logits[key]
 
     def on_test(config: BitConfig) -> dict:
-        key = quant_key(config)
-        if key not in test:
-            test[key] = r2(run.score(config, "test").to_dict())
-        return test[key]
+        return r2(split_metrics(run, logits(config), "test"))
 
     rows = []
     for prof in profiles:
@@ -74,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "profile": prof.name,
             "constraint_problems": check_constraints(prof, chosen, run.specs),
-            "chosen": {"avg_bits": chosen.avg_bits, "val": r2(chosen_val.to_dict()), "test": on_test(chosen)},
+            "chosen": {
+                "avg_bits": chosen.avg_bits,
+                "val": r2(chosen_val.to_dict()),
+                "test": on_test(chosen),
+                "test_paired_with_float": paired_test(logits(chosen), run.float_logits("test"), test_labels),
+            },
         }
         for kind, b in baselines.items():
             if b is None:
@@ -91,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 "chosen_test_minus_baseline": round(
                     row["chosen"]["test"]["accuracy"] - on_test(b.config)["accuracy"], 2
                 ),
+                "test_paired": paired_test(logits(chosen), logits(b.config), test_labels),
             }
         rows.append(row)
         print(_line(row), flush=True)
@@ -112,15 +125,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _line(row: dict) -> str:
     chosen = row["chosen"]
-    parts = [f"{row['profile']}: chosen {chosen['avg_bits']:.3f} bits, test {chosen['test']['accuracy']}"]
+    with_float = chosen["test_paired_with_float"]
+    parts = [
+        f"{row['profile']}: chosen {chosen['avg_bits']:.3f} bits, test {chosen['test']['accuracy']} "
+        f"(only chosen/only float right {with_float['only_a_right']}/{with_float['only_b_right']}, "
+        f"p {with_float['p_value']})"
+    ]
     for kind in ("uniform_at_least", "feasible_uniform", "best_random"):
         b = row[kind]
         if b is None:
             parts.append(f"{kind} none")
         else:
+            paired = b["test_paired"]
             parts.append(
                 f"{kind} {b['avg_bits']:.3f} bits test {b['test']['accuracy']} "
-                f"(beats on val: {b['chosen_beats_on_val']}, test diff {b['chosen_test_minus_baseline']:+.2f})"
+                f"(beats on val: {b['chosen_beats_on_val']}, test diff {b['chosen_test_minus_baseline']:+.2f}, "
+                f"only chosen/only baseline right {paired['only_a_right']}/{paired['only_b_right']}, "
+                f"p {paired['p_value']})"
             )
     problems = row["constraint_problems"]
     return "; ".join(parts) + (f"; CONSTRAINT PROBLEMS {problems}" if problems else "; constraints ok")
