@@ -93,16 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                 row[kind] = None
                 continue
             same = quant_key(b.config) == quant_key(chosen)
+            b_test = on_test(b.config)
             row[kind] = {
                 "avg_bits": b.config.avg_bits,
                 "evaluated": b.evaluated,
                 "same_as_chosen": same,
                 "val": r2(b.metrics.to_dict()),
-                "test": on_test(b.config),
+                "test": b_test,
                 "chosen_beats_on_val": same or beats(chosen_val, b.metrics),
-                "chosen_test_minus_baseline": round(
-                    row["chosen"]["test"]["accuracy"] - on_test(b.config)["accuracy"], 2
-                ),
+                "chosen_test_minus_baseline": round(row["chosen"]["test"]["accuracy"] - b_test["accuracy"], 2),
                 "test_paired": paired_test(logits(chosen), logits(b.config), test_labels),
             }
         rows.append(row)
