@@ -31,9 +31,11 @@ import time
 from pathlib import Path
 
 import torch
-from adapter_common import find_run, machine_info, r2
+from adapter_common import find_run, r2
+from record import provenance
 
 from toolchain.adapter import Run
+from toolchain.adapter.stages import DATA, read_dataset
 from toolchain.build.branch import choose_variant, seeds_only
 from toolchain.build.stages import SEARCH_DOCS, validation_scorer
 from toolchain.io import atomic_write_json
@@ -91,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         "float_test_accuracy": merged.float_accuracy,
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),
-        "machine": machine_info(args.threads),
+        "provenance": provenance(
+            __file__,
+            data=read_dataset(merged.run_dir / DATA).source,
+            seeds=[merged.settings.seed],
+            chosen_on="val",
+            reported_on="test",
+            threads=args.threads,
+        ),
     }
     atomic_write_json(args.out, out)
     print(f"wrote {args.out} ({out['seconds']} s)")

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 import torch
-from adapter_common import find_run, machine_info
+from adapter_common import find_run
+from record import provenance
 
 from toolchain.adapter import ForwardMode, RandomConfigSource, Run, train
 from toolchain.adapter.stages import DATA, read_dataset, share_float_stages
@@ -106,7 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             "runs": trained,
             "rows": rows,
             "seconds": round(time.perf_counter() - t0, 1),
-            "machine": machine_info(args.threads),
+            "provenance": provenance(
+                __file__,
+                data=dataset.source,
+                seeds=[merged.settings.seed],
+                chosen_on="val",
+                reported_on="test",
+                threads=args.threads,
+            ),
         },
     )
     print(f"wrote {args.out}")

@@ -8,15 +8,13 @@ bits and grids, which `seed_run_dir` checks).
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from record import machine_info  # noqa: F401  (the benches import it from here)
+from stats import mcnemar
 
 from toolchain.adapter import Run, TrainSettings, stages, train
 from toolchain.bitconfig import BitConfig
@@ -27,29 +25,6 @@ from toolchain.io import link_or_copy
 from toolchain.quant.model import apply_quantized
 
 SHARED = (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA, stages.TIMINGS)
-
-
-def machine_info(threads: int) -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "load_average_at_end": load,
-        "git_commit": commit,
-    }
 
 
 def find_run(dist: Path, hint: str = "", *, branch: bool = False) -> Path:
@@ -150,16 +125,9 @@ def ptq_metrics(run: Run, config: BitConfig, split: str) -> dict:
 
 
 def paired_test(a: torch.Tensor, b: torch.Tensor, labels: list[int]) -> dict:
-    """McNemar's exact test of two classifiers on the same documents: how many documents only `a` classifies
-    correctly, how many only `b`, and the two-sided p-value of that split (binomial, p = 1/2) under the
-    hypothesis that both are equally accurate."""
-    from scipy.stats import binomtest
-
-    y = torch.as_tensor(labels)
-    right_a, right_b = a.argmax(-1) == y, b.argmax(-1) == y
-    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
-    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
-    return {"only_a_right": only_a, "only_b_right": only_b, "p_value": round(float(p), 4)}
+    """McNemar's exact test (stats.mcnemar) of two classifiers' logits on the same documents."""
+    r = mcnemar(a.argmax(-1).tolist(), b.argmax(-1).tolist(), labels)
+    return {"only_a_right": r["only_a_right"], "only_b_right": r["only_b_right"], "p_value": round(r["p_value"], 4)}
 
 
 def training_forward_metrics(run: Run, config: BitConfig, split: str, rank: int | None = None) -> dict:

@@ -14,13 +14,21 @@ the run's test split, in onnxruntime with default optimizations:
                      same settings and steps, merged the same way
     peqa_scales      (`--peqa K`, lowest-bit targets first) PEQA on that configuration only: the MSE-clipped
                      integers frozen, only the per-channel scales trained (lr=0, no rounding residual)
+    shared_lora      (`--shared-lora DIR`) the same adapter trained the same way without the configuration
+                     mapper, Q(c) = I for every configuration (the CoA-LoRA paper's Shared-LoRA baseline)
 
 and once, on the float fine-tune's ONNX graph: onnxruntime quantize_dynamic (int8 per-channel) and
 MatMulNBitsQuantizer 4-bit (blocks 32 and 128, and HQQ block 128). Cost: the run's recorded stage timings
 and search time against the per-configuration runs' measured training time.
 
     python bench/compare.py --packages dist [--run dist/.edgeq/run-KEY] [--per-config 1] [--peqa 1] \\
-        [--naive-run /tmp/edgeq-compare/naive] [--budgets 8 4 3 2.5 2.25] [--out bench/results/compare.json]
+        [--naive-run /tmp/edgeq-compare/naive] [--shared-lora /tmp/edgeq-compare/shared] [--budgets 4 3 2.5 2.25] \\
+        [--no-profiles] [--no-latency] [--out bench/results/compare_<data>.json]
+
+Every measurement keeps each test document's predicted class, so that the README's tables
+(`bench/readme_assets.py --compare`) give each accuracy its 95 % interval and each method McNemar's exact
+test against edgeq. The configurations are chosen by the run's search on validation; every number here is
+on test.
 
 A second invocation with the same run and packages resumes: measured entries are kept.
 """
@@ -37,8 +45,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
-from adapter_common import find_run, machine_info, train_variant
+from adapter_common import find_run, train_variant
 from compare_ort import EvalSet, float_onnx, measure, ort_baselines
+from record import provenance
+from stats import encode_predictions
 
 from toolchain.adapter import FixedConfigSource, ForwardMode, Run, TrainSettings, stages
 from toolchain.bitconfig import BitConfig, config_from_bits
@@ -51,7 +61,7 @@ from toolchain.profiles import Budget, DeviceProfile, default_profiles_dir, load
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import Rounding, apply_quantized, quantize_model
 
-RESULTS = Path(__file__).resolve().parent / "results" / "compare.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 FLOAT_OPSET = 21
 PACKAGES_VERSIONS = ("torch", "transformers", "onnx", "onnxruntime", "onnx-ir", "onnxslim")
 
@@ -61,15 +71,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--packages", type=Path, required=True, help="an `edgeq build --out` directory")
     p.add_argument("--run", type=Path, default=None, help="its trained run (default: the one in PACKAGES/.edgeq)")
     p.add_argument("--profiles", type=Path, nargs="+", default=None, help="profile files or dirs (default: shipped)")
-    p.add_argument("--budgets", type=float, nargs="*", default=[8.0, 4.0, 3.0, 2.5, 2.25])
+    p.add_argument("--budgets", type=float, nargs="*", default=[4.0, 3.0, 2.5, 2.25])
+    p.add_argument("--no-profiles", action="store_true", help="budgets only: skip the shipped profiles' packages")
     p.add_argument("--per-config", type=int, default=0, help="per-configuration LoRA fine-tunes to train")
     p.add_argument("--peqa", type=int, default=0, help="per-configuration PEQA (scales-only) tunings to train")
     p.add_argument("--naive-run", type=Path, default=None, help="a forward=branch run (trained there if absent)")
+    p.add_argument("--shared-lora", type=Path, default=None, help="a mapper=False run (trained there if absent)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "edgeq-compare")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20, help="timed runs per latency median")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--no-latency", action="store_true", help="accuracy and size only")
+    p.add_argument("--out", type=Path, default=None, help="default: bench/results/compare_<data>.json")
     return p.parse_args(argv)
+
+
+def measured(model_path: Path, ev: EvalSet, args: argparse.Namespace) -> dict:
+    return measure(model_path, ev, args.threads, args.repeats, latency=not args.no_latency)
 
 
 def budget_profile(budget: float) -> DeviceProfile:
@@ -105,7 +122,7 @@ def nearest_uniform(run: Run, profile: DeviceProfile, config: BitConfig) -> BitC
 def targets(run: Run, args: argparse.Namespace, result: dict) -> list[dict]:
     """Profiles (configuration from their package) and budgets (configuration from the run's search)."""
     out = []
-    for p in load_profiles(args.profiles or [default_profiles_dir()]):
+    for p in [] if args.no_profiles else load_profiles(args.profiles or [default_profiles_dir()]):
         pkg = args.packages / p.name
         if not (pkg / "manifest.json").is_file():
             print(f"{pkg}: no package, skipped", flush=True)
@@ -137,7 +154,7 @@ def export_and_measure(model, target: dict, config: BitConfig, run: Run, ev: Eva
             max_length=run.settings.max_length,
             float_path=work / "float.onnx",
         )
-        return measure(path, ev, args.threads, args.repeats) | bits_of(config)
+        return measured(path, ev, args) | bits_of(config)
     finally:
         for f in work.glob("*.onnx*"):
             f.unlink()
@@ -151,7 +168,7 @@ def bits_of(config: BitConfig) -> dict:
     }
 
 
-def method_models(run: Run, naive: Run | None, singles: dict[str, dict[str, Run]], target: dict) -> dict:
+def method_models(run: Run, variants: dict[str, Run], singles: dict[str, dict[str, Run]], target: dict) -> dict:
     """Method -> (thunk building its torch model, its configuration); edgeq's profile rows use the package."""
     config = target["config"]
     uniform = nearest_uniform(run, target["profile"], config)
@@ -162,25 +179,27 @@ def method_models(run: Run, naive: Run | None, singles: dict[str, dict[str, Run]
     }
     if target["kind"] == "budget":
         out = {"edgeq": (lambda: run.quantized_model(config), config)} | out
-    if naive is not None:
-        out["naive_merge_rtn"] = (lambda: naive.quantized_model(config), config)
+    for method, other in variants.items():  # whole-run variants: every configuration from one run
+        out[method] = (lambda other=other: other.quantized_model(config), config)
     for method, runs in singles.items():
         if config.digest() in runs:
             out[method] = (lambda runs=runs: runs[config.digest()].quantized_model(config), config)
     return out
 
 
-def measure_target(run, naive, singles, target: dict, row: dict, ev: EvalSet, args, work: Path, save) -> dict:
+def measure_target(run, variants, singles, target: dict, row: dict, ev: EvalSet, args, work: Path, save) -> dict:
     config = target["config"]
     row.update(name=target["name"], kind=target["kind"], budget=target.get("budget"), **bits_of(config))
     methods = row.setdefault("methods", {})
     if target["kind"] == "profile" and "edgeq" not in methods:
         manifest = load_manifest(args.packages / target["name"])
-        methods["edgeq"] = measure(args.packages / target["name"] / "model.onnx", ev, args.threads, args.repeats)
+        methods["edgeq"] = measured(
+            args.packages / target["name"] / "model.onnx", ev, args.threads, args.repeats, latency=not args.no_latency
+        )
         methods["edgeq"] |= bits_of(config) | {"status": manifest.status, "manifest_accuracy": manifest.accuracy}
         print(target["name"], "edgeq", short(methods["edgeq"]), flush=True)
         save()
-    for name, (build, cfg) in method_models(run, naive, singles, target).items():
+    for name, (build, cfg) in method_models(run, variants, singles, target).items():
         if name in methods and "error" not in methods[name]:
             continue
         try:
@@ -228,19 +247,27 @@ def train_singles(
     return singles, costs
 
 
-def naive_run(run: Run, path: Path | None, profiles: list[DeviceProfile]) -> tuple[Run | None, dict]:
-    """The float side-adapter run: loaded, or trained at `path` from the run's float stage, same source."""
+# Whole-run variants: settings changed from the run's, trained on the run's float stage with the same
+# configuration source (the shipped profiles' Pareto refinement) and steps.
+VARIANT_METHODS = {
+    "naive_merge_rtn": {"forward": ForwardMode.BRANCH},  # float side adapter, merged then rounded
+    "shared_lora": {"mapper": False},  # Q(c) = I: one adapter for every configuration
+}
+
+
+def variant_run(run: Run, method: str, path: Path | None, profiles: list[DeviceProfile]) -> tuple[Run | None, dict]:
+    """`method`'s run: loaded, or trained at `path` from the run's float stage, with the build's source."""
     if path is None:
         return None, {}
     if not Run.is_complete(path):
         from toolchain.search import ParetoConfigSource
 
-        settings = TrainSettings.model_validate(run.settings.model_dump() | {"forward": ForwardMode.BRANCH})
+        settings = TrainSettings.model_validate(run.settings.model_dump() | VARIANT_METHODS[method])
         source = ParetoConfigSource.for_profiles(profiles, run.specs, seed=run.settings.seed) if profiles else None
         ds = stages.read_dataset(run.run_dir / stages.DATA)
         train_variant(run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, path, settings, config_source=source)
-    naive = Run.load(path)
-    return naive, {"dir": str(path), "settings": naive.settings.model_dump(mode="json"), **stage_cost(naive, "adapter")}
+    other = Run.load(path)
+    return other, {"dir": str(path), "settings": other.settings.model_dump(mode="json"), **stage_cost(other, "adapter")}
 
 
 def stage_cost(run: Run, stage: str) -> dict:
@@ -302,7 +329,7 @@ def reference_rows(run: Run, ev: EvalSet, args, result: dict, work: Path, save) 
     fp.parent.mkdir(parents=True, exist_ok=True)
     float_onnx(run.float_model(), run.tokenizer, fp, FLOAT_OPSET)
     if "float_onnx" not in ref:
-        ref["float_onnx"] = measure(fp, ev, args.threads, args.repeats)
+        ref["float_onnx"] = measured(fp, ev, args)
     for name, make in ort_baselines(fp, work / "ref").items():
         if name in base and "error" not in base[name]:
             continue
@@ -310,7 +337,7 @@ def reference_rows(run: Run, ev: EvalSet, args, result: dict, work: Path, save) 
         try:
             path = make()
             seconds = round(time.perf_counter() - t0, 1)
-            base[name] = measure(path, ev, args.threads, args.repeats) | {"quantize_s": seconds}
+            base[name] = measured(path, ev, args) | {"quantize_s": seconds}
         except Exception as exc:  # e.g. HQQ missing from this onnxruntime: recorded, not fatal
             base[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(name, short(base[name]), flush=True)
@@ -323,13 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.run = args.run or find_run(args.packages, "; pass --run")
     run = Run.load(args.run)
+    data = stages.read_dataset(run.run_dir / stages.DATA).source
+    args.out = args.out or RESULTS / f"compare_{data}.json"
     result = earlier(args) or {"run": str(args.run), "packages": str(args.packages), "rows": {}}
     result |= {"budgets": args.budgets, "settings": run.settings.model_dump(mode="json"), "versions": versions()}
 
     def save() -> None:
-        atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
+        prov = provenance(__file__, data=data, seeds=[run.settings.seed], chosen_on="val", reported_on="test",
+                          threads=args.threads)  # fmt: skip
+        atomic_write_json(args.out, result | {"provenance": prov})
 
     test = run.splits.test
+    result["test_labels"] = encode_predictions(test.labels)  # what the paired tests pair
     ev = EvalSet(run.tokenizer, test.texts, test.labels, run.float_logits("test"), run.settings.max_length)
     work = args.work / "models"
     work.mkdir(parents=True, exist_ok=True)
@@ -339,14 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     lora, single_costs = train_singles(run, target_list, args.per_config, args.work)
     peqa, peqa_costs = train_singles(run, target_list, args.peqa, args.work, "peqa_scales")
     singles = {"per_config_lora": lora, "peqa_scales": peqa}
-    profiles = [t["profile"] for t in target_list if t["kind"] == "profile"]
-    result["cost"] = cost_summary(run, args.packages, len(profiles), single_costs) | {"peqa_runs": peqa_costs}
+    shipped = load_profiles(args.profiles or [default_profiles_dir()])  # what the build's run trained for
+    result["cost"] = cost_summary(run, args.packages, len(shipped), single_costs) | {"peqa_runs": peqa_costs}
     by_bits = sorted(target_list, key=lambda t: t["config"].avg_bits)  # low bits, where methods differ, first
     for t in by_bits:  # measured entries are skipped (a second invocation resumes)
-        measure_target(run, None, singles, t, result["rows"].setdefault(t["name"], {}), ev, args, work, save)
-    naive, result["naive_run"] = naive_run(run, args.naive_run, profiles)
+        measure_target(run, {}, singles, t, result["rows"].setdefault(t["name"], {}), ev, args, work, save)
+    variants = {}
+    for method, path in (("naive_merge_rtn", args.naive_run), ("shared_lora", args.shared_lora)):
+        other, result[f"{method}_run"] = variant_run(run, method, path, shipped)
+        if other is not None:
+            variants[method] = other
     for t in by_bits:
-        measure_target(run, naive, singles, t, result["rows"][t["name"]], ev, args, work, save)
+        measure_target(run, variants, singles, t, result["rows"][t["name"]], ev, args, work, save)
     save()
     print(f"wrote {args.out}")
     return 0

@@ -2,8 +2,9 @@
 
 Every model is measured the same way: test-split logits in onnxruntime with default optimizations (what a
 device computes; toolchain.validators.runner Mode.DEVICE), accuracy, macro-F1, top-1 agreement with and KL
-from the float reference (toolchain.evaluate.metrics), file bytes (model and external data), and median
-latency at batch 1 and 8 (toolchain.validators.latency: sequence 128, warm-up first).
+from the float reference (toolchain.evaluate.metrics), each document's predicted class (for paired tests),
+file bytes (model and external data), and median latency at batch 1 and 8 (toolchain.validators.latency:
+sequence 128, warm-up first).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import onnx
 import torch
+from stats import encode_predictions
 
 from toolchain.evaluate import metrics
 from toolchain.exporters.float_graph import export_float_graph
@@ -43,6 +45,7 @@ def measure(model_path: Path, ev: EvalSet, threads: int, repeats: int, latency: 
     sess = runner.session(Path(model_path), runner.Mode.DEVICE, threads)
     logits = torch.from_numpy(runner.logits(sess, ev.tokenizer, ev.texts, ev.max_length))
     out = metrics(logits, ev.labels, ev.reference).to_dict() | {"file_bytes": file_bytes(model_path)}
+    out["predictions"] = encode_predictions(logits.argmax(-1).tolist())  # for paired tests (bench/stats.py)
     out["eval_s"] = round(time.perf_counter() - t0, 1)
     if latency:
         lat = measure_latency(Path(model_path), None, ev.tokenizer, ev.texts, repeats=repeats, threads=threads)

@@ -4,9 +4,10 @@ Every package is compared to the float fine-tuned model, and every accuracy in t
 fine-tunes the default model on the default split (split seed 0 throughout) once per seed and schedule
 variant; the seed draws the head's and the LoRA's initialisation and the batches, nothing else changes
 (seed 0 of "shipped" is the build's own float stage). Reports test and validation accuracy per fine-tune,
-and per variant the mean, standard deviation and range.
+and per variant the mean, standard deviation and range. A schedule is chosen by its validation spread and
+mean; test reports it.
 
-    python bench/float_finetune_spread.py [--seeds 0 1 2 3 4] [--variants shipped decay ...] [--out FILE]
+    python bench/float_finetune_spread.py [--data mr] [--seeds 0 1 2 3 4] [--variants shipped "100 steps" ...]
 
 Each fine-tune's row is saved as it finishes; running the same command again skips the rows already in --out.
 """
@@ -21,31 +22,34 @@ import time
 from pathlib import Path
 
 import torch
-from adapter_common import machine_info
+from record import code_hash, provenance
 
 from toolchain.adapter import TrainSettings
-from toolchain.data import load_dataset, split
+from toolchain.data import DEFAULT_DATA, load_dataset, split
 from toolchain.evaluate import metrics, predict_logits
 from toolchain.finetune import finetune
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path, load_model
 
-RESULTS = Path(__file__).resolve().parent / "results" / "float_finetune_spread.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "float_finetune_spread.json"  # <stem>_<data>.json
 SHIPPED = TrainSettings()
 VARIANTS = {  # name -> (steps, linear decay after the warm-up)
-    "shipped": (SHIPPED.float_steps, False),
-    "decay": (SHIPPED.float_steps, True),
-    "2x steps": (2 * SHIPPED.float_steps, False),
-    "2x steps, decay": (2 * SHIPPED.float_steps, True),
+    "shipped": (SHIPPED.float_steps, SHIPPED.float_decay),
+    "100 steps": (100, False),
+    "100 steps, decay": (100, True),
+    "200 steps": (200, False),
+    "400 steps, decay": (400, True),
+    "800 steps, decay": (800, True),
 }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--variants", nargs="+", default=["shipped", "decay"], choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["shipped", "100 steps"], choices=list(VARIANTS))
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"dataset name or file (default {DEFAULT_DATA})")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, help="default: results/float_finetune_spread_<data>.json")
     return p.parse_args(argv)
 
 
@@ -71,8 +75,11 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for variant in dict.fromkeys(r["variant"] for r in rows):
         acc = [r["test"]["accuracy"] for r in rows if r["variant"] == variant]
+        val = [r["val"]["accuracy"] for r in rows if r["variant"] == variant]
         out[variant] = {
             "n": len(acc),
+            "val_mean": round(statistics.mean(val), 3),
+            "val_stdev": round(statistics.stdev(val), 3) if len(val) > 1 else None,
             "test_mean": round(statistics.mean(acc), 3),
             "test_stdev": round(statistics.stdev(acc), 3) if len(acc) > 1 else None,
             "test_min": min(acc),
@@ -81,12 +88,27 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+MAX_STDEV = 0.5  # points: the seed spread a float reference may have for a 1-point difference to be decidable
+
+
+def choose(summary: dict) -> str:
+    """The schedule to ship, decided on validation: among the variants whose validation spread is at most
+    MAX_STDEV, the highest validation mean; when none is, the smallest validation spread."""
+    steady = {v: s for v, s in summary.items() if s["val_stdev"] is not None and s["val_stdev"] <= MAX_STDEV}
+    if steady:
+        return max(steady, key=lambda v: steady[v]["val_mean"])
+    return min(summary, key=lambda v: summary[v]["val_stdev"] if summary[v]["val_stdev"] is not None else 1e9)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    ds = load_dataset()
+    ds = load_dataset(args.data)
     splits = split(ds, 0)
+    args.out = args.out or RESULTS.with_name(f"float_finetune_spread_{ds.source}.json")
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if old.get("provenance", {}).get("code_hash") != code_hash(Path(__file__)):
+        old = {}  # rows measured by other code are not resumed from
     rows = old.get("rows", [])
     done = {(r["variant"], r["seed"]) for r in rows}
     for variant in args.variants:
@@ -100,11 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                              "max_length": SHIPPED.max_length, "mode": str(SHIPPED.float_mode), "split_seed": 0},
                 "rows": rows,
                 "summary": summary(rows),
+                "chosen_on_val": choose(summary(rows)),
+                "provenance": provenance(__file__, data=ds.source, seeds=args.seeds, chosen_on="val",
+                                         reported_on="test", threads=args.threads),
             }  # fmt: skip
-            atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
+            atomic_write_json(args.out, result)
     for variant, s in summary(rows).items():
         print(f"{variant:>16}: test {s['test_mean']:.2f} % mean, stdev {s['test_stdev']}, "
               f"range {s['test_min']:.2f}-{s['test_max']:.2f} ({s['n']} seeds)")  # fmt: skip
+    print(f"chosen on validation: {choose(summary(rows))}")
     return 0
 
 

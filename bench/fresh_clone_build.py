@@ -19,9 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from adapter_common import machine_info
+from record import provenance
 
+from toolchain.data import DEFAULT_DATA
 from toolchain.io import atomic_write_json
+from toolchain.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "fresh_clone_build.json"
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.work.exists():
         raise SystemExit(f"--work {args.work}: already exists; give a new directory")
+    if (git_commit(ROOT) or "").endswith("+dirty"):  # the clone gets HEAD, not the uncommitted changes
+        raise SystemExit(f"{ROOT}: uncommitted changes to tracked files; commit them so the clone measures them")
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(args.work)], check=True)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=args.work, capture_output=True, text=True, check=True
@@ -65,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         "devices": {d["profile"]["name"]: d["status"] for d in summary.get("devices", [])},
         "dist": str(dist),
         "log": str(log),
-        "machine": machine_info(2),
+        "provenance": provenance(
+            __file__, data=DEFAULT_DATA, seeds=[0], chosen_on="val", reported_on="test", threads=2
+        ),
     }
     atomic_write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("commit", "exit_code", "command_wall_s", "devices")}, indent=2))

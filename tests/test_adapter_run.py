@@ -195,6 +195,21 @@ def test_scale_only_training_keeps_the_base_integers(run, tiny_model_path, tiny_
     assert moved > 0
 
 
+def test_shared_lora_has_one_adapter_for_every_configuration(run, tiny_model_path, tiny_data, tmp_path):
+    """mapper=False is Shared-LoRA: Q(c) = I for every configuration, the mapper never trains, while A and B
+    do, so two configurations differ only through their grids and scales."""
+    _copy_float_stage(run, tmp_path)
+    s = TrainSettings.model_validate(SETTINGS.model_dump() | {"mapper": False, "steps": 10})
+    shared = train(tiny_model_path, tiny_data, tmp_path, s, progress=False)
+    coa = shared.adapter_model
+    assert not any(n.startswith("mapper.") for n in coa.trainable_state())
+    eye = torch.eye(s.rank)
+    for config in _configs(shared, 2):
+        coa.set_config(config)
+        assert all(torch.equal(layer.current.q, eye) for layer in coa.layers)
+    assert all(layer.lora_b.abs().sum() > 0 for layer in coa.layers)  # B starts at 0: the shared factors trained
+
+
 class MeasuringSource(RandomConfigSource):
     """The default source plus what a Pareto source measures at its first refinement: sensitivities."""
 

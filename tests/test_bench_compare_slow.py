@@ -15,7 +15,7 @@ from toolchain.cli import main as edgeq
 from toolchain.testing import tiny_model_dir, write_tiny_corpus
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-METHODS = {"edgeq", "ptq_rtn", "ptq_mse", "uniform_rtn", "naive_merge_rtn"}
+METHODS = {"edgeq", "ptq_rtn", "ptq_mse", "uniform_rtn", "naive_merge_rtn", "shared_lora"}
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +23,16 @@ def bench_modules():
     sys.path.insert(0, str(BENCH))  # bench scripts import their siblings by name
     try:
         import compare
-        import readme_assets
+        import compare_report
 
-        yield compare, readme_assets
+        yield compare, compare_report
     finally:
         sys.path.remove(str(BENCH))
 
 
 @pytest.mark.slow
 def test_compare_on_a_tiny_build(tmp_path, profiles_dir, bench_modules):
-    compare, readme_assets = bench_modules
+    compare, compare_report = bench_modules
     model = tiny_model_dir(tmp_path / "model", hidden=128, max_positions=128)
     data = write_tiny_corpus(tmp_path / "data")
     dist = tmp_path / "dist"
@@ -40,7 +40,8 @@ def test_compare_on_a_tiny_build(tmp_path, profiles_dir, bench_modules):
     assert edgeq([*args, "--out", str(dist), "--steps", "20"]) in (0, 3)  # 3: a device failed its tolerance
     out = tmp_path / "compare.json"
     argv = ["--packages", str(dist), "--budgets", "4", "2.5", "--per-config", "1", "--peqa", "1", "--repeats", "2"]
-    argv += ["--naive-run", str(tmp_path / "naive"), "--work", str(tmp_path / "work"), "--out", str(out)]
+    argv += ["--naive-run", str(tmp_path / "naive"), "--shared-lora", str(tmp_path / "shared")]
+    argv += ["--work", str(tmp_path / "work"), "--out", str(out)]
     assert compare.main(argv) == 0
 
     result = json.loads(out.read_text())
@@ -58,10 +59,13 @@ def test_compare_on_a_tiny_build(tmp_path, profiles_dir, bench_modules):
     assert all("error" not in base[k] for k in ("ort_dynamic_int8_per_channel", "ort_matmul_nbits4_b32"))
     cost = result["cost"]["wall_s"]
     assert cost["edgeq_all_devices"] > 0 and cost["per_config_one"] > 0
-    assert result["machine"]["cpu_count"] and result["versions"]["onnxruntime"]
+    prov = result["provenance"]
+    assert prov["machine"]["cpu_count"] and result["versions"]["onnxruntime"] and prov["chosen_on"] == "val"
+    n = len(result["test_labels"])
+    assert all(len(m["predictions"]) == n for r in result["rows"].values() for m in r["methods"].values())
 
-    table = readme_assets.compare_table(result)
-    assert "budget_2_5" in table and "per-config" in table.lower()
-    assert any("per-config" in line for line in readme_assets.compare_targets(result))
-    png = readme_assets.compare_plot(result, tmp_path / "compare.png")
+    table = compare_report.compare_markdown(result, prov)
+    assert "budget_2_5" in table and "per-config" in table.lower() and "Shared-LoRA" in table
+    assert "McNemar" in table and "paired comparisons" in table
+    png = compare_report.compare_plot(result, tmp_path / "compare.png")
     assert png.is_file() and png.stat().st_size > 0

@@ -61,7 +61,7 @@ def _fit_head(model, tok, texts, labels) -> None:
 @pytest.fixture(scope="module")
 def minilm():
     torch.set_num_threads(2)
-    ds = load_dataset()
+    ds = load_dataset("bbc-news")
     splits = split(ds)
     model, tok = load_model(default_model_path(), ds.label_names)
     pick = list(range(0, len(splits.train), 3))[:HEAD_DOCS]

@@ -41,6 +41,9 @@ class CoAModel(nn.Module):
             p.requires_grad_(True)  # the task head trains jointly
         self.vocab = Vocab.of(self.specs, settings.grids)
         self.mapper = ConfigMapper(self.vocab, settings.rank, settings.embed_dim, settings.mapper_hidden)
+        self.configured = settings.mapper  # False: Q(c) = I, the mapper never trains (Shared-LoRA)
+        for p in self.mapper.parameters():
+            p.requires_grad_(self.configured)
 
     def _rank(self, rank: int | None) -> int:
         rank = self.rank if rank is None else rank
@@ -52,7 +55,8 @@ class CoAModel(nn.Module):
         """Make the next forward compute `config`'s merged integers at `rank` (None: the full rank)."""
         check_config(self.specs, config)
         rank = self._rank(rank)
-        qs = self.mapper(self.vocab.features(self.specs, config).to(self.device))  # (L, r, r)
+        features = self.vocab.features(self.specs, config).to(self.device)  # also checks the grids are covered
+        qs = self.mapper(features) if self.configured else self.mapper.eye.expand(len(self.specs), -1, -1)  # (L, r, r)
         for layer, spec, q in zip(self.layers, self.specs, qs):
             layer.current = LayerState(config.layers[spec.name], q, rank)
 

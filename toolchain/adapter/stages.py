@@ -135,6 +135,7 @@ def float_stage(
         max_length=s.max_length,  # the reference: trained at the length it is evaluated at
         seed=s.seed,
         mode=s.float_mode,
+        decay=s.float_decay,
         on_step=on_step,
     )
     bar.close()

@@ -24,6 +24,8 @@ def dataset_sha256(ds: TextDataset) -> str:
     h.update("\x1f".join(ds.label_names).encode())
     for doc_id, text, label in zip(ds.ids, ds.texts, ds.labels):
         h.update(f"{doc_id}\x1f{label}\x1f{text}\x1e".encode())
+    if ds.groups is not None:  # the split depends on them (ungrouped data hashes as before groups existed)
+        h.update("\x1d".join(ds.groups).encode())
     return h.hexdigest()
 
 

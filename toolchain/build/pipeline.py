@@ -33,6 +33,7 @@ from toolchain.errors import BadInputError, ValidationFailedError
 from toolchain.io import atomic_write_json, atomic_write_text, recover_staged_sets, require_writable, staged_set
 from toolchain.models import LayerSpec, default_model_path, load_model, quantizable_layers
 from toolchain.profiles import DeviceProfile
+from toolchain.provenance import source_hash
 
 STATE_DIR = ".edgeq"  # inside OUT: cached runs and the build lock
 
@@ -198,6 +199,7 @@ def _build_record(wall_s: float, stages: dict) -> dict:
     `run_stages` are the times the run recorded when it was trained."""
     return {
         "wall_s": round(wall_s, 1),
+        "source_hash": source_hash(),  # which code built it (toolchain.provenance)
         "stages": stages,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_average": os.getloadavg()[0],

@@ -1,0 +1,83 @@
+"""TextDataset: documents, integer labels, stable ids and (optionally) the group each document belongs to."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from toolchain.errors import BadInputError
+
+
+class Record(NamedTuple):
+    """One document as a loader reads it, before labels become integers."""
+
+    id: str
+    text: str
+    label: str
+    group: str | None = None  # documents of one group (one speech, one author) always share a split
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Documents with integer labels into `label_names` and a stable id each.
+
+    `groups` is None, or one group name per document: a split keeps every group whole (`splits.split`)."""
+
+    texts: list[str]
+    labels: list[int]
+    ids: list[str]
+    label_names: list[str]
+    source: str
+    groups: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx: list[int]) -> TextDataset:
+        return TextDataset(
+            [self.texts[i] for i in idx],
+            [self.labels[i] for i in idx],
+            [self.ids[i] for i in idx],
+            self.label_names,
+            self.source,
+            None if self.groups is None else [self.groups[i] for i in idx],
+        )
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: TextDataset
+    val: TextDataset
+    test: TextDataset
+
+
+def from_records(records: list[Record], source: str) -> TextDataset:
+    """Records -> TextDataset, after the checks every loader shares. Label names are sorted, so the logit
+    order is the same whatever order the documents come in."""
+    if not records:
+        raise BadInputError(f"{source}: the dataset is empty")
+    empty = [r.id for r in records if not r.text.strip()]
+    if empty:
+        raise BadInputError(f"{source}: {len(empty)} empty text(s), first id {empty[0]!r}")
+    uses = Counter(r.id for r in records)
+    repeated = [i for i, k in uses.items() if k > 1]
+    if repeated:  # test ids are written out with a package: each must name one document
+        first = repeated[0]
+        raise BadInputError(f"{source}: id {first!r} is used by {uses[first]} documents; ids must be unique")
+    grouped = [r.group is not None for r in records]
+    if any(grouped) and not all(grouped):
+        missing = next(r.id for r in records if r.group is None)
+        raise BadInputError(f"{source}: some documents have a group and some do not (first without: {missing!r})")
+    names = sorted({r.label for r in records})
+    if len(names) < 2:
+        raise BadInputError(f"{source}: only one class ({names[0]!r}); a classifier needs at least two")
+    index = {n: i for i, n in enumerate(names)}
+    return TextDataset(
+        texts=[r.text for r in records],
+        labels=[index[r.label] for r in records],
+        ids=[r.id for r in records],
+        label_names=names,
+        source=source,
+        groups=[str(r.group) for r in records] if all(grouped) else None,
+    )
