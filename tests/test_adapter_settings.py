@@ -52,3 +52,12 @@ def test_training_length_never_exceeds_the_evaluation_length(kwargs, tokens):
 def test_bad_settings_are_refused_by_field(kwargs, message):
     with pytest.raises(ValidationError, match=message):
         TrainSettings(**kwargs)
+
+
+def test_a_version_1_record_means_a_float_fine_tune_without_decay() -> None:
+    """Runs recorded before float_decay existed trained without it: reading one must not claim the decay."""
+    recorded = TrainSettings().model_dump(mode="json") | {"version": 1}
+    del recorded["float_decay"], recorded["mapper"]
+    old = TrainSettings.model_validate(recorded)
+    assert old.float_decay is False and old.mapper is True
+    assert old != TrainSettings() and old.float_digest() != TrainSettings().float_digest()

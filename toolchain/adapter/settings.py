@@ -17,7 +17,7 @@ from toolchain.finetune import FinetuneMode
 from toolchain.profiles import DeviceProfile
 from toolchain.quant.core import Scheme
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: float_decay (and mapper) exist; a version-1 record trained without the decay
 
 
 class Grid(BaseModel):
@@ -75,7 +75,7 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    version: Literal[1] = SETTINGS_VERSION
+    version: Literal[1, 2] = SETTINGS_VERSION
     seed: int = 0
     max_length: int = Field(default=128, ge=8, description="tokens at evaluation and deployment")
     train_max_length: int | None = Field(
@@ -115,6 +115,14 @@ class TrainSettings(BaseModel):
     )
     embed_dim: int = Field(default=8, ge=1)
     mapper_hidden: int = Field(default=64, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recorded_before_v2(cls, data):
+        """A version-1 record means what that edgeq trained: a float fine-tune without the decay."""
+        if isinstance(data, dict) and data.get("version") == 1:
+            return {"float_decay": False} | data
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainSettings:
