@@ -30,7 +30,8 @@ Every measurement keeps each test document's predicted class, so that the README
 test against edgeq. The configurations are chosen by the run's search on validation; every number here is
 on test.
 
-A second invocation with the same run and packages resumes: measured entries are kept.
+A second invocation with the same run and packages resumes (measured entries are kept) when the code that
+measured them is the checkout's.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from pathlib import Path
 import torch
 from adapter_common import find_run, train_variant
 from compare_ort import EvalSet, float_onnx, measure, ort_baselines
-from record import provenance
+from record import code_hash, provenance
 from stats import encode_predictions
 
 from toolchain.adapter import FixedConfigSource, ForwardMode, Run, TrainSettings, stages
@@ -193,9 +194,7 @@ def measure_target(run, variants, singles, target: dict, row: dict, ev: EvalSet,
     methods = row.setdefault("methods", {})
     if target["kind"] == "profile" and "edgeq" not in methods:
         manifest = load_manifest(args.packages / target["name"])
-        methods["edgeq"] = measured(
-            args.packages / target["name"] / "model.onnx", ev, args.threads, args.repeats, latency=not args.no_latency
-        )
+        methods["edgeq"] = measured(args.packages / target["name"] / "model.onnx", ev, args)
         methods["edgeq"] |= bits_of(config) | {"status": manifest.status, "manifest_accuracy": manifest.accuracy}
         print(target["name"], "edgeq", short(methods["edgeq"]), flush=True)
         save()
@@ -261,9 +260,14 @@ def variant_run(run: Run, method: str, path: Path | None, profiles: list[DeviceP
         return None, {}
     if not Run.is_complete(path):
         from toolchain.search import ParetoConfigSource
+        from toolchain.search.sensitivity import module_type
 
         settings = TrainSettings.model_validate(run.settings.model_dump() | VARIANT_METHODS[method])
-        source = ParetoConfigSource.for_profiles(profiles, run.specs, seed=run.settings.seed) if profiles else None
+        source = None
+        if profiles:  # as the build's training stage makes it (toolchain.build.stages.train_run)
+            source = ParetoConfigSource.for_profiles(
+                profiles, run.specs, seed=run.settings.seed, probe_group=module_type
+            )
         ds = stages.read_dataset(run.run_dir / stages.DATA)
         train_variant(run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, path, settings, config_source=source)
     other = Run.load(path)
@@ -316,7 +320,8 @@ def earlier(args: argparse.Namespace) -> dict:
     if not args.out.is_file():
         return {}
     old = json.loads(args.out.read_text())
-    return old if (old.get("run"), old.get("packages")) == (str(args.run), str(args.packages)) else {}
+    same_code = old.get("provenance", {}).get("code_hash") == code_hash(Path(__file__))
+    return old if same_code and (old.get("run"), old.get("packages")) == (str(args.run), str(args.packages)) else {}
 
 
 def reference_rows(run: Run, ev: EvalSet, args, result: dict, work: Path, save) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     log = args.work / "build-command.log"
     t0 = time.perf_counter()
     with log.open("w", encoding="utf-8") as f:
-        rc = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=args.work, stdout=f, stderr=f).returncode
+        # a new machine has no data cache either: the build fetches its dataset as a new user's would
+        env = os.environ | {"EDGEQ_CACHE": str(args.work / ".edgeq-cache")}
+        rc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command], cwd=args.work, stdout=f, stderr=f, env=env
+        ).returncode
     wall = time.perf_counter() - t0
     dist = args.work / "dist"
     build = json.loads((dist / "build.json").read_text()) if (dist / "build.json").is_file() else None
