@@ -43,21 +43,17 @@ TIMINGS = "timings.json"
 
 
 def dataset_json(ds: TextDataset) -> str:
-    return json.dumps(
-        {
-            "texts": ds.texts,
-            "labels": ds.labels,
-            "ids": ds.ids,
-            "label_names": ds.label_names,
-            "source": ds.source,
-        },
-        ensure_ascii=False,
-    )
+    """The run's copy of its data. Groups are kept when there are any (the split depends on them); without
+    groups the record is what it was before groups existed."""
+    record = {"texts": ds.texts, "labels": ds.labels, "ids": ds.ids, "label_names": ds.label_names, "source": ds.source}
+    if ds.groups is not None:
+        record["groups"] = ds.groups
+    return json.dumps(record, ensure_ascii=False)
 
 
 def read_dataset(path: Path) -> TextDataset:
     d = json.loads(Path(path).read_text(encoding="utf-8"))
-    return TextDataset(d["texts"], d["labels"], d["ids"], d["label_names"], d["source"])
+    return TextDataset(d["texts"], d["labels"], d["ids"], d["label_names"], d["source"], d.get("groups"))
 
 
 class Timer:
