@@ -1,7 +1,7 @@
 """What code produced a result: a hash of edgeq's own source files, and the git commit of a checkout.
 
-A build records both in build.json, and every benchmark result records them (bench/record.py), so that a
-table generated from a result can refuse one measured by other code than the checkout's.
+A build records the source hash in build.json, and every benchmark result records both (bench/record.py),
+so that a table generated from a result can refuse one measured by other code than the checkout's.
 """
 
 from __future__ import annotations
