@@ -3,13 +3,12 @@
 Every model is measured the same way: test-split logits in onnxruntime with default optimizations (what a
 device computes; toolchain.validators.runner Mode.DEVICE), accuracy, macro-F1, top-1 agreement with and KL
 from the float reference (toolchain.evaluate.metrics), each document's predicted class (for paired tests),
-file bytes (model and external data), and median latency at batch 1 and 8 (toolchain.validators.latency:
-sequence 128, warm-up first).
+file bytes (model and external data), and median latency per shape (toolchain.validators.latency: 1 x 32,
+1 x 128 and 8 x 128 tokens, warm-up first).
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from toolchain.evaluate import metrics
 from toolchain.exporters.float_graph import export_float_graph
 from toolchain.exporters.save import save_onnx
 from toolchain.validators import runner
-from toolchain.validators.latency import measure_latency
+from toolchain.validators.latency import PACKAGE, dynamic_int8_reference, measure_latency
 from toolchain.validators.size import model_files
 
 
@@ -48,8 +47,8 @@ def measure(model_path: Path, ev: EvalSet, threads: int, repeats: int, latency: 
     out["predictions"] = encode_predictions(logits.argmax(-1).tolist())  # for paired tests (bench/stats.py)
     out["eval_s"] = round(time.perf_counter() - t0, 1)
     if latency:
-        lat = measure_latency(Path(model_path), None, ev.tokenizer, ev.texts, repeats=repeats, threads=threads)
-        out["latency_ms"] = {str(b): round(ms, 2) for b, ms in lat.quantized_ms.items()}
+        lat = measure_latency(Path(model_path), {}, ev.tokenizer, ev.texts, repeats=repeats, threads=threads)
+        out["latency_ms"] = {s: round(ms, 2) for s, ms in lat.ms[PACKAGE].items()}
     return out
 
 
@@ -57,17 +56,6 @@ def float_onnx(model, tokenizer, path: Path, opset: int) -> Path:
     """The float model's graph (the exporter's float path), saved to `path`."""
     save_onnx(export_float_graph(model, tokenizer, opset), path)
     return path
-
-
-def ort_dynamic_int8(float_path: Path, out: Path) -> Path:
-    """onnxruntime quantize_dynamic: int8 per-channel weights, dynamic int8 activations (its defaults else)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        onnx.save(onnx.shape_inference.infer_shapes(onnx.load(str(float_path))), str(pre))
-        quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8)
-    return out
 
 
 def ort_matmul_nbits(float_path: Path, out: Path, block_size: int, algo: str = "default") -> Path:
@@ -88,7 +76,7 @@ def ort_matmul_nbits(float_path: Path, out: Path, block_size: int, algo: str = "
 
 def ort_baselines(float_path: Path, work: Path) -> dict[str, Callable[[], Path]]:
     """Name -> a function writing that baseline's model under `work` and returning its path."""
-    fns = {"ort_dynamic_int8_per_channel": lambda: ort_dynamic_int8(float_path, work / "ort_dynamic_int8.onnx")}
+    fns = {"ort_dynamic_int8_per_channel": lambda: dynamic_int8_reference(float_path, work / "ort_dynamic_int8.onnx")}
     for block in (32, 128):
         fns[f"ort_matmul_nbits4_b{block}"] = lambda b=block: ort_matmul_nbits(float_path, work / f"nbits_b{b}.onnx", b)
     fns["ort_matmul_nbits4_hqq_b128"] = lambda: ort_matmul_nbits(float_path, work / "hqq_b128.onnx", 128, "hqq")

@@ -21,6 +21,11 @@ build whose build.json source hash differs is refused, so no block describes cod
 writes bench/adapter_branch.py's table (integer merge, merge-then-round and the int8 branch at equal
 budgets) into the block between `<!-- branch -->` markers.
 
+    python bench/readme_assets.py --compute-paths bench/results/compute_paths_mr.json
+
+writes bench/compute_paths.py's table (each package against float, quantize_dynamic, static QDQ and
+MatMulNBits: accuracy, paired test, file MB, kernels, latency ratios) into the `<!-- compute-paths -->` block.
+
     python bench/readme_assets.py --branch-training bench/results/adapter_branch_training.json
 
 writes bench/adapter_branch_training.py's table (spread and budgeted branch runs, test accuracy and KL)
@@ -37,6 +42,7 @@ import tempfile
 from pathlib import Path
 
 from compare_report import compare_markdown, compare_plot
+from compute_paths import table as compute_paths_table
 from record import StaleResult, check_current
 
 from toolchain.provenance import source_hash
@@ -89,18 +95,22 @@ def results_table(dist: Path) -> str:
     devices = json.loads((dist / "summary.json").read_text())["devices"]
     rows = [
         "| device | status | logical bits/weight | container MB | model.onnx MB | accuracy % (ORT) | float % "
-        "| max abs logit diff (exact) | ms batch 1 / 8 (quantized, float) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| max abs logit diff (exact) | speed vs float, 1×128 / 8×128 | speed vs ORT quantize_dynamic, 1×128 "
+        "| kernels (on path / layers) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in devices:
         s, a, lat = d["sizes"], d["accuracy"], d["latency"]
-        q, f = lat.get("quantized_ms", {}), lat.get("float_ms", {})
+        rf, rq = lat.get("ratios", {}).get("float", {}), lat.get("ratios", {}).get("quantize_dynamic", {})
+        k = d.get("kernels", {})
+        kern = "+".join(e for e in k.get("expected_kernels", []) if k.get("counts", {}).get(e)) or "none"
         exact = d["fidelity"].get("exact", {}).get("max_abs_diff")
         rows.append(
             f"| {d['profile']['name']} | {d['status']} | {s['logical_bits_per_weight']:.3f} "
             f"| {s['quantized_weight_container_bytes'] / 1e6:.2f} | {s['file_bytes'] / 1e6:.2f} "
             f"| {a['onnx']:.2f} | {a['float_reference']:.2f} | {exact:.1e} "
-            f"| {q.get('1', 0):.0f} / {q.get('8', 0):.0f} ({f.get('1', 0):.0f} / {f.get('8', 0):.0f}) |"
+            f"| {rf.get('1x128', 0):.2f}x / {rf.get('8x128', 0):.2f}x | {rq.get('1x128', 0):.2f}x "
+            f"| {kern} {k.get('on_path', 0)}/{k.get('quantized_layers', 0)}{' (flagged)' if k.get('flag') else ''} |"
         )
     build = json.loads((dist / "build.json").read_text()) if (dist / "build.json").is_file() else {}
     if build:
@@ -234,7 +244,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--branch-training", type=Path, default=None, help="bench/adapter_branch_training.py's JSON: its table only"
     )
+    parser.add_argument(
+        "--compute-paths", type=Path, default=None, help="bench/compute_paths.py's JSON: its table only"
+    )
     args = parser.parse_args(argv)
+    if args.compute_paths is not None:
+        result = _current(args.compute_paths)
+        prov = result["provenance"]
+        head = (
+            f"Measured at commit {prov['commit']} on {prov['machine']['date'][:10]} ({prov['data']}, test split, "
+            f"{len(result['rows'][next(iter(result['rows']))]['predictions'])} documents); McNemar's exact test "
+            "against quantize_dynamic: documents only the row's model / only quantize_dynamic gets right.\n\n"
+        )
+        body = head + compute_paths_table(result)
+        replace_block(REPO / "README.md", "compute-paths", body)
+        print(body + "\n\n(README compute-paths block replaced)")
+        return
     if args.branch_training is not None:
         body = branch_training_table(_current(args.branch_training))
         replace_block(REPO / "README.md", "branch-training", body)

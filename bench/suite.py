@@ -29,6 +29,12 @@ BENCHMARKS = {
         "quantizers, at average-bit budgets, with intervals and paired tests (needs an `edgeq build --out`)",
         "compare_*.json",
     ),
+    "compute-paths": (
+        "compute_paths",
+        "every package of a build against float, quantize_dynamic, static QDQ int8 and MatMulNBits 4-bit: "
+        "accuracy with intervals and paired tests, file MB, kernels, latency ratios (needs an `edgeq build --out`)",
+        "compute_paths_*.json",
+    ),
     "float-spread": (
         "float_finetune_spread",
         "the float reference's accuracy over fine-tune seeds, per schedule (choose on val, report test)",

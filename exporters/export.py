@@ -2,7 +2,8 @@
 
 Steps: refuse profile violations (nothing computed or written yet) -> float graph at the profile's opset
 -> integer weights + DequantizeLinear in place of each quantized layer's float weight -> optional int8
-embedding table -> optional static int8 activations -> metadata -> checker and integrity checks -> write.
+embedding table -> the profile's compute path: weight-only, static int8 activations (QDQ) or dynamic int8
+activations (MatMulInteger) -> metadata -> checker and integrity checks -> write.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from toolchain.bitconfig import BitConfig
 from toolchain.errors import EdgeqError
 from toolchain.evaluate import DEFAULT_MAX_LENGTH
 from toolchain.exporters import activation_qdq as act
-from toolchain.exporters.embedding_qdq import quantize_word_embeddings, word_embedding_table
+from toolchain.exporters.dynamic_int8 import rewrite_dynamic_int8
+from toolchain.exporters.embedding_qdq import embedding_tables, quantize_embeddings
 from toolchain.exporters.float_graph import export_float_graph
+from toolchain.exporters.head_int8 import head_weights, round_head_in_graph
 from toolchain.exporters.metadata import ExportMetadata, write_metadata
 from toolchain.exporters.profile_check import check_export_request
 from toolchain.exporters.qdq_weights import rewrite_weights
 from toolchain.exporters.save import check_model, files_bytes, needs_external_data, save_onnx
 from toolchain.exporters.weight_sites import WeightSite, lift_constants, locate_weights
-from toolchain.profiles import ActivationQuant, DeviceProfile, EmbeddingQuant
+from toolchain.profiles import ActivationQuant, DeviceProfile, TensorQuant
 from toolchain.quant.containers import Container
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import quantized_weights_of
@@ -45,8 +48,11 @@ class ExportResult:
     file_bytes: int  # quantized model on disk, external data included
     float_file_bytes: int
     layer_container_bytes: dict[str, int]  # integers + scales + zero points in the graph, per layer
-    embedding_bytes: int  # int8 embedding table + scales in the graph (0 when the table stays float)
+    embedding_bytes: int  # int8 embedding tables + scales in the graph (0 when the tables stay float)
     activation_qparams: dict[str, act.ActivationQParams] = field(default_factory=dict)  # layer -> its input's
+    embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding modules stored as int8
+    head_bytes: int = 0  # int8 head Linears + scales in the graph (0 when the head stays float)
+    activations: str = "none"  # the profile's compute path (ActivationQuant)
 
     @property
     def weight_container_bytes(self) -> int:
@@ -126,35 +132,46 @@ class _Request:
 class _Quantized:
     model: onnx.ModelProto
     layer_tensors: dict[str, list[str]]  # layer -> its integer, scale (and zero-point) initializers
-    embedding_tensors: list[str]
+    metadata: ExportMetadata
     activation_qparams: dict[str, act.ActivationQParams]
+    head: dict[str, QuantizedWeight]
 
 
 def _quantized_graph(float_graph, model, tokenizer, weights, req: _Request) -> _Quantized:
     """The float graph with every quantization the profile asks for, and its metadata."""
     qmodel = copy.deepcopy(float_graph)
     lift_constants(qmodel.graph)
+    head = head_weights(model) if req.profile.head is TensorQuant.INT8 else {}
     dense = {n: w.dequantize().numpy() for n, w in weights.items()}
+    dense |= {n: model.get_submodule(n).weight.detach().float().numpy() for n in head}
     sites: dict[str, WeightSite] = locate_weights(qmodel.graph, dense)
-    layer_tensors = rewrite_weights(qmodel, sites, weights, req.bit_config.stored_layers())
-    emb_tensors, qparams = [], {}
-    if req.profile.embeddings is EmbeddingQuant.INT8:
-        emb_tensors = quantize_word_embeddings(qmodel, word_embedding_table(model), req.profile.onnx.opset)
+    round_head_in_graph(qmodel.graph, sites, head)
+    containers = {layer: lb.container for layer, lb in req.bit_config.stored_layers().items()}
+    containers |= {layer: Container.INT8 for layer in head}
+    tensors = rewrite_weights(qmodel, sites, weights | head, containers)
+    if req.profile.activations is ActivationQuant.INT8_DYNAMIC:
+        tensors = rewrite_dynamic_int8(qmodel, sites, tensors, containers)
+    emb_tensors, qparams = {}, {}
+    if req.profile.embeddings is TensorQuant.INT8:
+        emb_tensors = quantize_embeddings(qmodel, embedding_tables(model), req.profile.onnx.opset)
     if req.profile.activations is ActivationQuant.INT8_STATIC:
         qparams = _quantize_activations(
             qmodel, sites, tokenizer, req.calibration_texts, req.max_length, req.calibration
         )
+    layer_tensors = {layer: names for layer, names in tensors.items() if layer not in head}
     metadata = ExportMetadata(
         profile=req.profile.name,
         bit_config=req.bit_config,
         layer_tensors=layer_tensors,
         embeddings=str(req.profile.embeddings),
-        embedding_tensors=emb_tensors,
+        embedding_tensors=[n for names in emb_tensors.values() for n in names],
         activations=str(req.profile.activations),
         activation_qparams={layer: qp.to_dict() for layer, qp in qparams.items()},
+        head=str(req.profile.head),
+        head_tensors={layer: tensors[layer] for layer in head},
     )
     write_metadata(qmodel, metadata)
-    return _Quantized(qmodel, layer_tensors, emb_tensors, qparams)
+    return _Quantized(qmodel, layer_tensors, metadata, qparams, head)
 
 
 def float_path_for(out_path: Path) -> Path:
@@ -189,9 +206,10 @@ def export_model(
     q = _quantized_graph(float_graph, model, tokenizer, weights, req)
     if not needs_external_data(q.model):
         check_model(q.model)
-    _check_no_float_copy(q.model, weights)
+    _check_no_float_copy(q.model, weights | q.head)
     layer_bytes = {layer: _tensor_bytes(q.model, names) for layer, names in q.layer_tensors.items()}
-    emb_bytes, ir_version = _tensor_bytes(q.model, q.embedding_tensors), q.model.ir_version
+    emb_bytes, ir_version = _tensor_bytes(q.model, q.metadata.embedding_tensors), q.model.ir_version
+    head_bytes = sum(_tensor_bytes(q.model, names) for names in q.metadata.head_tensors.values())
     float_files = save_onnx(float_graph, float_path)
     files = save_onnx(q.model, out_path)  # last: a large model's tensors move to external data in place
     return ExportResult(
@@ -206,4 +224,7 @@ def export_model(
         layer_container_bytes=layer_bytes,
         embedding_bytes=emb_bytes,
         activation_qparams=q.activation_qparams,
+        embedding_tables=q.metadata.embedding_tables,
+        head_bytes=head_bytes,
+        activations=str(profile.activations),
     )

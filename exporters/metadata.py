@@ -24,8 +24,15 @@ class ExportMetadata:
     layer_tensors: dict[str, list[str]]  # layer -> [integers, scale, (zero point)] initializer names
     embeddings: str = "float"  # "float" or "int8"
     embedding_tensors: list[str] = field(default_factory=list)
-    activations: str = "none"  # "none" or "int8_static"
+    activations: str = "none"  # ActivationQuant: "none", "int8_static" or "int8_dynamic"
     activation_qparams: dict[str, dict] = field(default_factory=dict)  # layer -> ActivationQParams.to_dict()
+    head: str = "float"  # "float" or "int8": the Linears outside the bit config
+    head_tensors: dict[str, list[str]] = field(default_factory=dict)  # head layer -> [integers, scale, ...]
+
+    @property
+    def embedding_tables(self) -> list[str]:
+        """The embedding modules stored as int8 (each table's tensors are named `<module>.qweight`, ...)."""
+        return [n.removesuffix(".qweight") for n in self.embedding_tensors if n.endswith(".qweight")]
 
     @property
     def layer_bits(self) -> dict[str, int]:
@@ -44,6 +51,8 @@ def write_metadata(model: onnx.ModelProto, md: ExportMetadata) -> None:
         "embedding_tensors": json.dumps(md.embedding_tensors),
         "activations": md.activations,
         "activation_qparams": json.dumps(md.activation_qparams),
+        "head": md.head,
+        "head_tensors": json.dumps(md.head_tensors),
     }
     kept = {p.key: p.value for p in model.metadata_props if not p.key.startswith(PREFIX)}
     onnx.helper.set_model_props(model, kept | {PREFIX + k: v for k, v in values.items()})
@@ -63,4 +72,6 @@ def read_metadata(model: onnx.ModelProto) -> ExportMetadata:
         embedding_tensors=json.loads(props.get("embedding_tensors", "[]")),
         activations=props.get("activations", "none"),
         activation_qparams=json.loads(props.get("activation_qparams", "{}")),
+        head=props.get("head", "float"),
+        head_tensors=json.loads(props.get("head_tensors", "{}")),
     )

@@ -22,7 +22,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from toolchain.bitconfig import LayerBits
 from toolchain.errors import EdgeqError
 from toolchain.exporters.weight_sites import WeightSite
 from toolchain.quant.containers import Container, pack
@@ -101,7 +100,7 @@ def rewrite_weights(
     model: onnx.ModelProto,
     sites: dict[str, WeightSite],
     weights: dict[str, QuantizedWeight],
-    layers: dict[str, LayerBits],
+    containers: dict[str, Container],
 ) -> dict[str, list[str]]:
     """Replace every located float weight by integers + DequantizeLinear; layer -> its initializer names.
 
@@ -114,7 +113,7 @@ def rewrite_weights(
     for layer, site in sites.items():
         arrays = dq_arrays(weights[layer], site.transposed)
         _check_exact(layer, arrays, floats[site.initializer])
-        node, tensors = dq_node_and_tensors(layer, arrays, layers[layer].container, site.initializer)
+        node, tensors = dq_node_and_tensors(layer, arrays, containers[layer], site.initializer)
         new_nodes.append(node)
         new_tensors.extend(tensors)
         names[layer] = [t.name for t in tensors]

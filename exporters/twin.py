@@ -1,9 +1,10 @@
 """The torch twin of an exported graph: the same model computing exactly what the ONNX file computes.
 
 Weights already match (QuantLinear holds the dequantized integers the exporter writes). What the graph adds
-on top, the twin adds too: the int8 word-embedding table (dequantized) and, on request, fake quantization of
-each quantized layer's input with the calibrated scale and zero point (round half to even, as ONNX
-QuantizeLinear does).
+on top, the twin adds too: the int8 embedding tables and int8 head Linears (dequantized) and, on request,
+the activation arithmetic of the compute path: fake quantization of each quantized layer's input with the
+calibrated scale and zero point (static), or with the range of the input itself (dynamic; round half to
+even, as ONNX QuantizeLinear and DynamicQuantizeLinear do).
 
 The reference for `toolchain.validators.validate` is the twin without activation fake quantization (the
 default): validation compares it with the graph's weights-only view, because on a deep model float noise
@@ -19,7 +20,10 @@ import torch
 from torch import nn
 
 from toolchain.exporters.activation_qdq import ActivationQParams
+from toolchain.exporters.dynamic_int8 import dynamic_fake_quantize
 from toolchain.exporters.embedding_qdq import quantize_embedding_table
+from toolchain.exporters.head_int8 import head_layers, head_weights
+from toolchain.quant.model import QuantLinear
 
 
 def fake_quantize(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:
@@ -37,24 +41,47 @@ def _pre_hook(qp: ActivationQParams):
     return hook
 
 
+def _dynamic_hook(_module: nn.Module, args: tuple) -> tuple:
+    return (dynamic_fake_quantize(args[0]), *args[1:])
+
+
 def torch_twin(
     model: nn.Module,
     *,
-    int8_embeddings: bool = False,
+    int8_embeddings: list[str] | None = None,
+    int8_head: bool = False,
     activation_qparams: dict[str, ActivationQParams] | None = None,
+    dynamic_activations: bool = False,
 ) -> nn.Module:
-    """A copy of `model` computing what its export computes (pass ExportResult's fields, or use twin_of)."""
+    """A copy of `model` computing what its export computes (pass ExportResult's fields, or use twin_of).
+
+    `int8_embeddings`: the nn.Embedding modules the export stores as int8; `dynamic_activations`: fake
+    quantize the input of every QuantLinear (and int8 head Linear) per call, as DynamicQuantizeLinear does."""
     twin = copy.deepcopy(model).eval()
-    if int8_embeddings:
-        emb = twin.get_input_embeddings()
+    for name in int8_embeddings or []:
+        emb = twin.get_submodule(name)
         emb.weight.data = quantize_embedding_table(emb.weight).dequantize()
+    head = head_weights(twin) if int8_head else {}
+    for name, qw in head.items():
+        twin.get_submodule(name).weight.data = qw.dequantize()
     for layer, qp in (activation_qparams or {}).items():
         twin.get_submodule(layer).register_forward_pre_hook(_pre_hook(qp))
+    if dynamic_activations:
+        integer = [m for m in twin.modules() if isinstance(m, QuantLinear)]  # no branch: profiles refuse it
+        integer += [head_layers(twin)[n] for n in head]
+        for m in integer:
+            m.register_forward_pre_hook(_dynamic_hook)
     return twin
 
 
 def twin_of(model: nn.Module, result, *, activations: bool = False) -> nn.Module:
-    """torch_twin for an ExportResult: int8 embeddings when the export has them; its activation qparams
-    only when `activations` (off by default: the validation reference keeps activations in float)."""
+    """torch_twin for an ExportResult: int8 embeddings and head when the export has them; its activation
+    arithmetic only when `activations` (off by default: the validation reference keeps activations in float)."""
     qparams = result.activation_qparams if activations else None
-    return torch_twin(model, int8_embeddings=result.embedding_bytes > 0, activation_qparams=qparams)
+    return torch_twin(
+        model,
+        int8_embeddings=result.embedding_tables,
+        int8_head=result.head_bytes > 0,
+        activation_qparams=qparams,
+        dynamic_activations=activations and result.activations == "int8_dynamic",
+    )

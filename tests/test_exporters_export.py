@@ -19,7 +19,7 @@ from toolchain.exporters import save as save_module
 from toolchain.exporters.activation_qdq import Calibration
 from toolchain.exporters.metadata import read_metadata
 from toolchain.models import load_model, quantizable_layers
-from toolchain.profiles import ActivationQuant, EmbeddingQuant, default_profiles_dir, load_profile
+from toolchain.profiles import ActivationQuant, TensorQuant, default_profiles_dir, load_profile
 from toolchain.quant.model import quantize_model, quantized_weights_of
 from toolchain.testing import tiny_corpus, tiny_model_dir
 
@@ -91,7 +91,8 @@ def test_checker_opset_ops_and_dtypes(exported):
     assert {n.op_type for n in model.graph.node} <= profile.onnx.allowed_ops()
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
     containers = {lb.container.onnx_type for lb in cfg.layers.values()}
-    extra = {onnx.TensorProto.INT8} if profile.embeddings is EmbeddingQuant.INT8 else set()
+    extra = {onnx.TensorProto.INT8, onnx.TensorProto.FLOAT16} if profile.embeddings is TensorQuant.INT8 else set()
+    extra |= {onnx.TensorProto.INT8} if profile.head is TensorQuant.INT8 else set()
     extra |= {onnx.TensorProto.UINT8} if profile.activations is ActivationQuant.INT8_STATIC else set()
     assert {i.data_type for i in model.graph.initializer} <= {
         onnx.TensorProto.FLOAT,
@@ -108,10 +109,14 @@ def test_no_float_copy_of_quantized_weights(exported):
             arr = onnx.numpy_helper.to_array(init)
             assert not any(arr.shape == w.shape and np.array_equal(arr, w) for w in dense), init.name
             assert not any(arr.shape == w.T.shape and np.array_equal(arr, w.T) for w in dense), init.name
-    n_dq_weights = sum(
-        1 for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith(".qweight")
+    weight_readers = ("DequantizeLinear", "MatMulInteger")  # weight-only / static paths; dynamic path
+    n_weights = sum(
+        1
+        for n in model.graph.node
+        if n.op_type in weight_readers and n.input[weight_readers.index(n.op_type)].endswith(".qweight")
     )
-    assert n_dq_weights == len(dense)  # the embedding's DequantizeLinear reads gathered rows, not a table
+    n_head = len(read_metadata(model).head_tensors)
+    assert n_weights == len(dense) + n_head  # an embedding's DequantizeLinear reads gathered rows, not a table
 
 
 def test_container_bytes_and_metadata(exported):
@@ -170,11 +175,15 @@ def test_int8_embeddings_gather_integers_first(tiny, tmp_path):
     gathers = [n for n in graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
     assert {inits[n.input[0]].data_type for n in gathers} == {
         onnx.TensorProto.INT8,
-        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
     }  # rows, scales
     produced_by_gather = {o for n in gathers for o in n.output}
     emb_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in produced_by_gather]
-    assert len(emb_dq) == 1 and result.embedding_bytes == vocab * hidden + vocab * 4
+    tables = {n: m.weight.shape for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
+    assert len(emb_dq) == 1 and set(result.embedding_tables) == set(tables)  # word, position, token type
+    assert result.embedding_bytes == sum(v * h + v * 2 for v, h in tables.values())  # int8 rows + fp16 scales
+    floats = [tuple(i.dims) for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    assert not set(floats) & set(tables.values())
     # the exported graph is the int8-embedding model: its torch twin matches, the plain model does not exactly
     got = _ort_logits(_exact_session(result.model_path), tok, TEXTS)
     assert np.abs(got - predict_logits(twin_of(qmodel, result), tok, TEXTS).numpy()).max() <= 1e-4

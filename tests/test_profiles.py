@@ -13,7 +13,7 @@ from toolchain.errors import EXIT_BAD_INPUT, BadInputError
 from toolchain.profiles import (
     ActivationQuant,
     DeviceProfile,
-    EmbeddingQuant,
+    TensorQuant,
     load_profile,
     load_profiles,
     profile_paths,
@@ -63,7 +63,7 @@ def test_shipped_profiles_model_their_devices(profiles_dir: Path) -> None:
     assert npu.granularities() == [None] and npu.activations is ActivationQuant.INT8_STATIC
     assert {"QuantizeLinear", "DequantizeLinear"} <= npu.onnx.allowed_ops()
     mcu = by_name["mcu_tiny"]
-    assert mcu.budget.max_weight_mb == 5.5 and mcu.embeddings is EmbeddingQuant.INT8
+    assert mcu.budget.max_weight_mb == 5.5 and mcu.embeddings is TensorQuant.INT8
     agg = by_name["aggressive_2bit"]
     assert agg.onnx.opset == 25 and Container.INT2 in agg.weights.containers
     assert agg.weights.container_for(2, Scheme.SYMMETRIC) is Container.INT2
@@ -74,7 +74,11 @@ def test_shipped_profiles_model_their_devices(profiles_dir: Path) -> None:
     assert rpi5.granularities() == [None, 32, 64, 128]
     assert rpi5.weights.container_for(3, Scheme.SYMMETRIC) is Container.INT4
     assert rpi5.weights.container_for(5, Scheme.SYMMETRIC) is Container.INT8
-    assert "QuantizeLinear" not in by_name["x86_vnni_server"].onnx.allowed_ops()
+    x86 = by_name["x86_vnni_server"]
+    assert "QuantizeLinear" not in x86.onnx.allowed_ops()
+    assert x86.activations is ActivationQuant.INT8_DYNAMIC
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= x86.onnx.allowed_ops()
+    assert x86.weights.containers == [Container.INT8] and x86.granularities() == [None]
 
 
 # ---- malformed profiles: each a mutation of a shipped file --------------------------------------------
@@ -121,7 +125,7 @@ MALFORMED = [
     ),
     (
         "int4 at opset 13",
-        "x86_vnni_server",
+        "rpi5",
         _all(_set("onnx.opset", 13), _drop("weights.block_sizes")),
         ["weights.containers: int4 needs onnx.opset >= 21, got 13 (allowed at 13: int8, uint8)"],
     ),

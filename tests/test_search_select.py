@@ -41,10 +41,11 @@ def test_every_choice_satisfies_its_profile(profiles, toy_result):
     assert [s.profile for s in result.selections] == list(profiles)
     for s in result.selections:
         assert check_constraints(profiles[s.profile], s.config, SPECS) == [], s.profile
-        assert s.candidates_evaluated >= 3
+        one_choice = len(profiles[s.profile].weights.bits) == 1  # x86_vnni_server: int8 only
+        assert s.candidates_evaluated >= (1 if one_choice else 3), s.profile
 
 
-@pytest.mark.parametrize("name", ["rpi5", "x86_vnni_server", "npu_int8"])
+@pytest.mark.parametrize("name", ["rpi5", "npu_int8"])  # x86_vnni_server: one choice (8 bits)
 def test_choice_beats_uniform_of_same_or_larger_cost(profiles, toy_result, name):
     toy, result = toy_result
     chosen = result.selection(name)
@@ -58,6 +59,9 @@ def test_choice_beats_feasible_uniform_and_best_of_20_random(profiles, toy_resul
     for s in result.selections:
         p = profiles[s.profile]
         uniform = best_feasible_uniform(p, SPECS, toy.metrics)
+        if len(p.weights.bits) == 1:  # one bit-width, one granularity: the uniform is the only choice
+            assert quant_key(s.config) == quant_key(uniform.config), s.profile
+            continue
         random20 = best_random(p, SPECS, toy.metrics, n=20, seed=1)
         assert random20.evaluated == 20
         assert all(check_constraints(p, c.config, SPECS) == [] for c in (uniform, random20))
@@ -97,7 +101,8 @@ def test_tiny_model_end_to_end_with_post_training_quantization(profiles, tiny_mo
     def score(config):
         return metrics(predict_logits(quantize_model(model, config, Rounding.RTN), tok, texts), labels, reference)
 
-    chosen = [p for n, p in profiles.items() if n != "aggressive_2bit"]  # 2.5 bits is unreachable at hidden 32
+    # at hidden 32, scales cost 0.875 bits per weight: aggressive_2bit's 2.5 and x86_vnni_server's 8.5 are out of reach
+    chosen = [p for n, p in profiles.items() if n not in ("aggressive_2bit", "x86_vnni_server")]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a hidden-32 model runs 100x slower on two contended threads than on one
     try:

@@ -32,13 +32,13 @@ def _profile(name):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A 4-bit per-channel x86_vnni_server export (4.9 logical bits on the tiny model: within 6 bits)."""
+    """A 3-bit per-channel rpi5 export (int4 containers, weight-only; 3.9 logical bits on the tiny model)."""
     torch.set_num_threads(2)
     model, tok = load_model(tiny_model_dir(tmp_path_factory.mktemp("tiny")), CORPUS.label_names)
-    profile = _profile("x86_vnni_server")
-    cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
+    profile = _profile("rpi5")
+    cfg = config_from_bits(quantizable_layers(model), 3, containers=profile.weights.container_for)
     qmodel = quantize_model(model, cfg)
-    result = export_model(qmodel, tok, profile, cfg, tmp_path_factory.mktemp("x86") / "model.onnx")
+    result = export_model(qmodel, tok, profile, cfg, tmp_path_factory.mktemp("rpi5") / "model.onnx")
     reference = predict_logits(twin_of(qmodel, result), tok, TEXTS).numpy()
     float_acc = metrics(predict_logits(model, tok, TEXTS), LABELS).accuracy
     return profile, tok, result, reference, float_acc
@@ -53,7 +53,7 @@ def _validate(setup, **overrides):
         reference_logits=reference,
         float_reference_accuracy=float_acc,
         float_onnx_path=result.float_model_path,
-        latency_seq_len=SEQ,
+        latency_shapes=((1, SEQ), (8, SEQ)),
         latency=False,
     )
     return validate(result.model_path, overrides.pop("profile", profile), **(kwargs | overrides))
@@ -63,7 +63,7 @@ def test_good_export_passes_every_check(setup):
     report = _validate(setup, latency=True)
     assert report.passed, report.failures
     checks = report.to_dict()["checks"]
-    assert set(checks) == {"ops", "profile", "size", "fidelity", "accuracy", "cross_check", "latency"}
+    assert set(checks) == {"ops", "profile", "size", "kernels", "fidelity", "accuracy", "cross_check", "latency"}
     assert (
         checks["fidelity"]["exact"]["max_abs_diff"] <= 1e-4
         and checks["fidelity"]["exact"]["top1_agreement"] == 100.0
@@ -71,9 +71,13 @@ def test_good_export_passes_every_check(setup):
     assert checks["fidelity"]["device"] is not None
     assert checks["cross_check"]["max_abs_diff"] <= 1e-4
     assert checks["size"]["weight_container_bytes"] == checks["size"]["expected_container_bytes"]
-    assert set(checks["latency"]["quantized_ms"]) == {1, 8} and set(checks["latency"]["float_ms"]) == {1, 8}
+    shapes = {f"1x{SEQ}", f"8x{SEQ}"}
+    assert set(checks["latency"]["ms"]) == {"package", "float", "quantize_dynamic"}
+    assert all(set(by_shape) == shapes for by_shape in checks["latency"]["ms"].values())
+    assert set(checks["latency"]["ratios"]["float"]) == shapes and checks["latency"]["host"]["threads"] == "2"
+    assert checks["kernels"]["counts"]["MatMulNBits"] == checks["kernels"]["quantized_layers"] > 0
     written = json.loads((setup[2].model_path.parent / "validation.json").read_text())
-    assert written["passed"] is True and written["checks"]["latency"]["seq_len"] == SEQ
+    assert written["passed"] is True and written["checks"]["latency"]["ratios"] == checks["latency"]["ratios"]
 
 
 def test_bad_export_reports_every_failure_and_still_writes(setup, tmp_path):
@@ -88,7 +92,7 @@ def test_bad_export_reports_every_failure_and_still_writes(setup, tmp_path):
     )
     failures = "\n".join(report.failures)
     for expected in (
-        "profile: the model was exported for 'x86_vnni_server', validated against 'npu_int8'",
+        "profile: the model was exported for 'rpi5', validated against 'npu_int8'",
         "ops: opset 21, profile 'npu_int8' says 13",
         "ops: initializer dtype not allowed: bert.encoder.layer.0.attention.self.query.qweight: INT4",
         "fidelity: exact max abs logit difference",

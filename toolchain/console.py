@@ -52,15 +52,16 @@ def print_results(results) -> None:
         "float %",
         "max |Δ|",
         "agree %",
-        "ms b1",
-        "ms b8",
+        "×float 1×128",
+        "×ORT-dyn 1×128",
+        "kernels",
         "result",
     ):
         t.add_column(col, justify="left" if col in ("device", "result") else "right")
     for r in results:
         m = r.manifest
         exact = m.fidelity.get("exact", {})
-        lat = m.latency.get("quantized_ms", {})
+        ratios = m.latency.get("ratios", {})
         t.add_row(
             r.profile,
             f"{m.sizes.logical_bits_per_weight:.2f}",
@@ -70,11 +71,23 @@ def print_results(results) -> None:
             _fmt(m.accuracy["float_reference"], ".2f"),
             _fmt(exact.get("max_abs_diff"), ".1e"),
             _fmt(exact.get("top1_agreement"), ".1f"),
-            _fmt(lat.get("1"), ".1f"),
-            _fmt(lat.get("8"), ".1f"),
+            _fmt(ratios.get("float", {}).get("1x128"), ".2f"),
+            _fmt(ratios.get("quantize_dynamic", {}).get("1x128"), ".2f"),
+            _kernels(m.kernels),
             "[green]passed[/]" if r.passed else "[red]FAILED[/]",
         )
     _console().print(t)
+
+
+_PATH = {"none": "weight-only", "int8_static": "int8 static", "int8_dynamic": "int8 dynamic"}
+
+
+def _kernels(k: dict) -> str:
+    """The compute path and how many quantized layers onnxruntime runs on its kernels; red when not all."""
+    if not k.get("compute_path"):
+        return "n/a"
+    text = f"{_PATH.get(k['compute_path'], k['compute_path'])} {k['on_path']}/{k['quantized_layers']}"
+    return f"[red]{text}[/]" if k.get("flag") else text
 
 
 def _fmt(v, spec: str) -> str:

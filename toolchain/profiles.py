@@ -32,6 +32,7 @@ class OpSet(StrEnum):
     TRANSFORMER = "transformer"  # what a float BERT-style encoder exports to
     QDQ_WEIGHTS = "qdq_weights"  # DequantizeLinear on integer weights
     QDQ_ACTIVATIONS = "qdq_activations"  # QuantizeLinear/DequantizeLinear pairs on activations
+    INT8_DYNAMIC = "int8_dynamic"  # run-time activation quantization feeding integer MatMuls
 
 
 OP_SETS: dict[OpSet, frozenset[str]] = {
@@ -42,15 +43,21 @@ OP_SETS: dict[OpSet, frozenset[str]] = {
     ),
     OpSet.QDQ_WEIGHTS: frozenset({"DequantizeLinear"}),
     OpSet.QDQ_ACTIVATIONS: frozenset({"QuantizeLinear", "DequantizeLinear"}),
+    OpSet.INT8_DYNAMIC: frozenset({"DynamicQuantizeLinear", "MatMulInteger"}),
 }
 
 
 class ActivationQuant(StrEnum):
-    NONE = "none"
-    INT8_STATIC = "int8_static"
+    """How the device computes a quantized layer (docs/compute-paths.md)."""
+
+    NONE = "none"  # weight-only: integers dequantized, float math
+    INT8_STATIC = "int8_static"  # QDQ activations with ranges calibrated on training texts
+    INT8_DYNAMIC = "int8_dynamic"  # activations quantized per run (DynamicQuantizeLinear + MatMulInteger)
 
 
-class EmbeddingQuant(StrEnum):
+class TensorQuant(StrEnum):
+    """How weights outside the searched layers are stored: as trained, or int8 rounded to nearest."""
+
     FLOAT = "float"
     INT8 = "int8"
 
@@ -137,7 +144,8 @@ class DeviceProfile(_Strict):
     weights: WeightSpec
     onnx: OnnxSpec
     activations: ActivationQuant = ActivationQuant.NONE
-    embeddings: EmbeddingQuant = EmbeddingQuant.FLOAT
+    embeddings: TensorQuant = TensorQuant.FLOAT  # every embedding table: int8 rows, one scale per row
+    head: TensorQuant = TensorQuant.FLOAT  # the other Linears (pooler, classifier): int8 per output channel
     # the device may run a separate int8 low-rank adapter branch beside the integer weights: the build then
     # ships merged integers or the branch, whichever scores better (manifest `variant`; toolchain.build.branch)
     adapter_branch: bool = False
@@ -194,9 +202,33 @@ def _cross_field_problems(p: DeviceProfile) -> list[str]:
             )
     if p.activations is ActivationQuant.INT8_STATIC and OpSet.QDQ_ACTIVATIONS not in p.onnx.op_sets:
         problems.append("activations: int8_static needs qdq_activations in onnx.op_sets")
+    if p.activations is ActivationQuant.INT8_DYNAMIC:
+        problems += _dynamic_problems(p)
     if OpSet.QDQ_WEIGHTS not in p.onnx.op_sets:
         problems.append("onnx.op_sets: qdq_weights is required (integer weights feed DequantizeLinear)")
     return problems
+
+
+def _dynamic_problems(p: DeviceProfile) -> list[str]:
+    """MatMulInteger reads int8 weights with one scale per output channel, and nothing else."""
+    out = []
+    if OpSet.INT8_DYNAMIC not in p.onnx.op_sets:
+        out.append("activations: int8_dynamic needs int8_dynamic in onnx.op_sets")
+    if p.weights.containers != [Container.INT8]:
+        out.append(
+            f"weights.containers: activations: int8_dynamic computes with MatMulInteger, which reads int8 "
+            f"weights only; got [{', '.join(p.weights.containers)}], allowed: [int8]"
+        )
+    if p.weights.schemes != [Scheme.SYMMETRIC]:
+        out.append("weights.schemes: activations: int8_dynamic needs [symmetric] (weight zero point 0)")
+    if p.weights.block_sizes or not p.weights.per_channel:
+        out.append(
+            "weights.block_sizes: activations: int8_dynamic needs one scale per output channel: "
+            "per_channel: true and no block_sizes"
+        )
+    if p.adapter_branch:
+        out.append("adapter_branch: not supported with activations: int8_dynamic")
+    return out
 
 
 def _short_repr(value: Any) -> str:

@@ -1,45 +1,86 @@
-"""Latency: median wall time of one inference at batch 1 and batch 8 (sequence 128), 2 threads, default
-optimizations (what a device runs), after warm-up. The float ONNX model is measured in the same loop,
-interleaved run by run with the quantized one, so a noisy shared machine slows both alike.
+"""Latency on the build host: median wall time of one inference per input shape, ratios to references.
+
+Shapes (batch x tokens): 1 x 32, 1 x 128 and 8 x 128, at 2 threads with default optimizations (what a
+device runs), after warm-up. The reference models (the float graph of the same model, and onnxruntime's
+one-call `quantize_dynamic` of it) run in the same loop, interleaved run by run with the package, so a noisy
+shared machine slows all alike; the report gives reference ms / package ms (> 1: the package is faster).
+These are build-host figures: the host (CPU model, threads, onnxruntime version) is recorded with them.
 """
 
 from __future__ import annotations
 
+import platform
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
+import onnxruntime as ort
+
 from toolchain.validators import runner
 from toolchain.validators.result import result_dict
 
-BATCHES = (1, 8)
-SEQ_LEN = 128
+SHAPES = ((1, 32), (1, 128), (8, 128))  # (batch, tokens)
 WARMUP = 1
 REPEATS = 6  # informational (no profile budgets latency); interleaved runs share the noise
+PACKAGE = "package"
+FLOAT = "float"
+DYNAMIC_INT8 = "quantize_dynamic"  # onnxruntime.quantization.quantize_dynamic, int8 per channel
+
+
+def shape_key(batch: int, tokens: int) -> str:
+    return f"{batch}x{tokens}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)
 class LatencyResult:
     name: str
-    seq_len: int
-    threads: int
+    host: dict[str, str]  # cpu, threads, onnxruntime: where these figures were measured
     repeats: int
-    quantized_ms: dict[int, float]  # batch -> median ms
-    float_ms: dict[int, float] = field(default_factory=dict)  # empty when no float model was given
+    ms: dict[str, dict[str, float]]  # model (package / float / quantize_dynamic) -> "BxT" -> median ms
+    references: list[str] = field(default_factory=list)
 
     @property
-    def speedup(self) -> dict[int, float]:
-        """float ms / quantized ms per batch (> 1: the quantized model is faster)."""
-        return {b: self.float_ms[b] / q for b, q in self.quantized_ms.items() if b in self.float_ms and q > 0}
+    def ratios(self) -> dict[str, dict[str, float]]:
+        """reference -> shape -> reference ms / package ms (> 1: the package is faster)."""
+        pkg = self.ms[PACKAGE]
+        return {
+            ref: {s: self.ms[ref][s] / ms for s, ms in pkg.items() if ms > 0 and s in self.ms[ref]}
+            for ref in self.references
+        }
 
     @property
     def failures(self) -> list[str]:
         return []  # no latency budget in the profiles: reported, not judged
 
     def to_dict(self) -> dict[str, Any]:
-        return result_dict(self) | {"speedup": self.speedup}
+        return result_dict(self) | {"ratios": self.ratios}
+
+
+def dynamic_int8_reference(float_path: Path, out: Path) -> Path:
+    """onnxruntime's `quantize_dynamic` of a float graph (int8 per-channel weights, its defaults else):
+    what a user gets from one call, the baseline a package is measured against."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        onnx.save(onnx.shape_inference.infer_shapes(onnx.load(str(float_path))), str(pre))
+        quantize_dynamic(pre, out, per_channel=True, weight_type=QuantType.QInt8)
+    return out
 
 
 def _time_ms(sess, feeds: dict) -> float:
@@ -62,25 +103,25 @@ def _interleaved(sessions: dict[str, Any], feeds: dict[str, dict], repeats: int)
 
 def measure_latency(
     model_path: Path,
-    float_path: Path | None,
+    references: dict[str, Path],
     tokenizer,
     texts: list[str],
     *,
-    seq_len: int = SEQ_LEN,
-    batches: tuple[int, ...] = BATCHES,
+    shapes: tuple[tuple[int, int], ...] = SHAPES,
     repeats: int = REPEATS,
     threads: int = runner.THREADS,
 ) -> LatencyResult:
-    """Median latency of the quantized (and float) model on `texts` padded to `seq_len` tokens."""
-    paths = {"quantized": model_path} | ({"float": float_path} if float_path else {})
+    """Median latency of the package and each reference model (name -> path) on `texts`, per shape."""
+    paths = {PACKAGE: Path(model_path)} | {k: Path(p) for k, p in references.items()}
     sessions = {k: runner.session(p, runner.Mode.DEVICE, threads) for k, p in paths.items()}
-    result: dict[str, dict[int, float]] = {k: {} for k in paths}
-    for batch in batches:
+    result: dict[str, dict[str, float]] = {k: {} for k in paths}
+    for batch, tokens in shapes:
         batch_texts = (texts * batch)[:batch]
         feeds = {
-            k: runner.tokenize(tokenizer, batch_texts, runner.input_names(s), seq_len, pad_to=seq_len)
+            k: runner.tokenize(tokenizer, batch_texts, runner.input_names(s), tokens, pad_to=tokens)
             for k, s in sessions.items()
         }
         for key, ms in _interleaved(sessions, feeds, repeats).items():
-            result[key][batch] = ms
-    return LatencyResult("latency", seq_len, threads, repeats, result["quantized"], result.get("float", {}))
+            result[key][shape_key(batch, tokens)] = ms
+    host = {"cpu": cpu_model(), "threads": str(threads), "onnxruntime": ort.__version__}
+    return LatencyResult("latency", host, repeats, result, list(references))

@@ -17,7 +17,7 @@ from typing import Any
 import onnx
 from onnx import TensorProto, helper
 
-from toolchain.profiles import ActivationQuant, DeviceProfile, EmbeddingQuant
+from toolchain.profiles import ActivationQuant, DeviceProfile, TensorQuant
 from toolchain.validators.result import result_dict
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -30,9 +30,11 @@ def op_key(node: onnx.NodeProto) -> str:
 
 def allowed_dtypes(profile: DeviceProfile) -> set[int]:
     allowed = {TensorProto.FLOAT, TensorProto.INT64} | {c.onnx_type for c in profile.weights.containers}
-    if profile.embeddings is EmbeddingQuant.INT8 or profile.adapter_branch:
+    if TensorQuant.INT8 in (profile.embeddings, profile.head) or profile.adapter_branch:
         allowed.add(TensorProto.INT8)
-    if profile.activations is ActivationQuant.INT8_STATIC:
+    if profile.embeddings is TensorQuant.INT8:
+        allowed.add(TensorProto.FLOAT16)  # per-row embedding scales
+    if profile.activations in (ActivationQuant.INT8_STATIC, ActivationQuant.INT8_DYNAMIC):
         allowed |= {TensorProto.UINT8, TensorProto.INT8}
     return allowed
 

@@ -12,6 +12,7 @@ static int8 activations, the exact comparison runs on the weights-only view (val
 from __future__ import annotations
 
 import platform
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,12 @@ from toolchain.validators import runner
 from toolchain.validators.accuracy import check_accuracy
 from toolchain.validators.cross_check import DEFAULT_SAMPLES, cross_check
 from toolchain.validators.fidelity import DEFAULT_TOLERANCE, check_fidelity
-from toolchain.validators.latency import SEQ_LEN, measure_latency
+from toolchain.validators.kernels import check_kernels
+from toolchain.validators.latency import DYNAMIC_INT8, FLOAT, SHAPES, dynamic_int8_reference, measure_latency
 from toolchain.validators.ops import check_ops
 from toolchain.validators.result import CheckError, CheckSkipped, ValidationReport, result_dict
 from toolchain.validators.size import check_size
-from toolchain.validators.weights_view import strip_activation_qdq
+from toolchain.validators.weights_view import weights_only_view
 
 REPORT_NAME = "validation.json"
 
@@ -115,7 +117,7 @@ def _run_modes(path: Path, model: onnx.ModelProto, inp: _Inputs) -> _Runs:
     exact_sess = runner.session(path, runner.Mode.EXACT)
     full_exact = run(exact_sess, inp.texts)
     device = run(runner.session(path, runner.Mode.DEVICE), inp.fidelity_texts)
-    view, n_pairs = strip_activation_qdq(model)
+    view, n_pairs = weights_only_view(model)
     if not n_pairs:
         return _Runs(full_exact, device, full_exact, exact_sess, model, 0)
     view_sess = runner.session(view.SerializeToString(), runner.Mode.EXACT)
@@ -136,7 +138,7 @@ def validate(
     max_length: int = DEFAULT_MAX_LENGTH,
     tolerance: float = DEFAULT_TOLERANCE,
     cross_check_samples: int = DEFAULT_SAMPLES,
-    latency_seq_len: int = SEQ_LEN,
+    latency_shapes: tuple[tuple[int, int], ...] = SHAPES,
     report_path: Path | None = None,
 ) -> ValidationReport:
     """Check `onnx_path` against `profile`; write the report to `report_path` (validation.json beside it).
@@ -167,16 +169,22 @@ def validate(
         results.update(_static_checks(path, model, profile))
         results.update(_runtime_checks(path, model, profile, inp))
     results["latency"] = (
-        _guard(
-            "latency",
-            lambda: measure_latency(path, float_onnx_path, tokenizer, texts, seq_len=latency_seq_len),
-        )
+        _guard("latency", lambda: _latency(path, float_onnx_path, tokenizer, texts, latency_shapes))
         if latency
         else CheckSkipped("latency", "not requested (latency=False)")
     )
     report = ValidationReport(str(path), profile.name, environment(), results)
     report.to_json(Path(report_path) if report_path else path.parent / REPORT_NAME)
     return report
+
+
+def _latency(path: Path, float_path: Path | None, tokenizer, texts: list[str], shapes) -> Any:
+    """The package against the float graph and onnxruntime's quantize_dynamic of it, in one loop."""
+    with tempfile.TemporaryDirectory() as tmp:
+        refs = {}
+        if float_path is not None:
+            refs = {FLOAT: Path(float_path), DYNAMIC_INT8: dynamic_int8_reference(float_path, Path(tmp) / "qd.onnx")}
+        return measure_latency(path, refs, tokenizer, texts, shapes=shapes)
 
 
 def _static_checks(path: Path, model: onnx.ModelProto, profile: DeviceProfile) -> dict[str, Any]:
@@ -187,6 +195,8 @@ def _static_checks(path: Path, model: onnx.ModelProto, profile: DeviceProfile) -
         return out
     out["profile"] = ProfileMatch("profile", md.profile, profile.name)
     out["size"] = _guard("size", lambda: check_size(path, model, md, profile))
+    n_layers = len(md.bit_config.stored_layers()) + len(md.head_tensors)
+    out["kernels"] = _guard("kernels", lambda: check_kernels(path, profile.activations, n_layers))
     return out
 
 

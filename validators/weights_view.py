@@ -1,4 +1,8 @@
-"""The weights-only view of an exported graph: activation QuantizeLinear -> DequantizeLinear pairs bypassed.
+"""The weights-only view of an exported graph: the activation arithmetic removed, the integer weights kept.
+
+Static activations: QuantizeLinear -> DequantizeLinear pairs bypassed. Dynamic activations: each
+DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul chain becomes DequantizeLinear(the same integer
+initializer, the same scales) -> MatMul on the float input.
 
 Why: with static int8 activations, an independent implementation (torch, onnx's ReferenceEvaluator) never
 reproduces onnxruntime to 1e-4. Float noise of 1e-7 moves a few activations across a rounding boundary, a
@@ -12,6 +16,7 @@ pairs bypassed must reproduce the torch model to float rounding. The full graph 
 from __future__ import annotations
 
 import onnx
+from onnx import helper
 
 
 def activation_pairs(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
@@ -41,9 +46,54 @@ def strip_activation_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     del out.graph.node[:]
     out.graph.node.extend(kept)
     used = {name for n in kept for name in n.input}
-    inits = [
-        t for t in out.graph.initializer if t.name in used or t.name in {i.name for i in out.graph.input}
-    ]
+    inits = [t for t in out.graph.initializer if t.name in used or t.name in {i.name for i in out.graph.input}]
     del out.graph.initializer[:]
     out.graph.initializer.extend(inits)
     return out, len(pairs)
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def restore_float_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of `model` with every dynamic int8 chain (exporters.dynamic_int8) turned back into
+    DequantizeLinear -> MatMul, and how many chains were turned."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = _consumers(graph)
+    replace: dict[int, list[onnx.NodeProto]] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        if node.op_type != "MatMulInteger":
+            continue
+        dql = producer[node.input[0]]
+        cast = consumers[node.output[0]][0]
+        mul = consumers[cast.output[0]][0]
+        scale_mul = producer[mul.input[1]]
+        w_scale = scale_mul.input[1]
+        w_float = f"{node.input[1]}/dequantized"
+        replace[id(node)] = [
+            helper.make_node("DequantizeLinear", [node.input[1], w_scale], [w_float], axis=1),
+            helper.make_node("MatMul", [dql.input[0], w_float], list(mul.output)),
+        ]
+        dropped |= {id(cast), id(mul), id(scale_mul), id(dql)}
+    if not replace:
+        return out, 0
+    nodes = [m for n in graph.node if id(n) not in dropped for m in replace.get(id(n), [n])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return out, len(replace)
+
+
+def weights_only_view(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """The graph with activation Q/DQ pairs bypassed and dynamic chains restored; how many were removed."""
+    view, n_pairs = strip_activation_qdq(model)
+    view, n_chains = restore_float_matmuls(view)
+    return view, n_pairs + n_chains

@@ -134,6 +134,7 @@ def _manifest(ctx, profile, config, variant, export, report, stage: Path) -> Man
         accuracy=_accuracy(r["checks"].get("accuracy", {})),
         fidelity=_json_native(r["checks"].get("fidelity", {})),
         latency=_json_native(r["checks"].get("latency", {})),
+        kernels=_json_native(r["checks"].get("kernels", {})),
         test_ids=list(run.splits.test.ids),
         files={},
     )

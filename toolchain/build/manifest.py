@@ -54,7 +54,8 @@ class Manifest(BaseModel):
     onnxruntime_version: str
     accuracy: dict[str, float | None]  # onnxruntime test accuracy per mode (and its texts), float reference, drop
     fidelity: dict[str, Any]
-    latency: dict[str, Any]
+    latency: dict[str, Any]  # build-host figures: host, ms per model and shape, ratios to the references
+    kernels: dict[str, Any] = {}  # onnxruntime's optimized graph: matrix-multiply kernels, requested path, flag
     test_ids: list[str]
     files: dict[str, str]  # relative path -> sha256, every file of the package but the manifest
 

@@ -160,7 +160,10 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
         + f"<h3>Size breakdown</h3>{size_svg(m.sizes.breakdown)}"
         + "<h3>Fidelity to torch</h3>"
         + _table(_flat(m.fidelity), ("check", "value"))
-        + "<h3>Latency (ms, median, 2 threads)</h3>"
+        + "<h3>Kernels onnxruntime runs (its optimized graph)</h3>"
+        + (f"<ul class='fail'><li>{html.escape(m.kernels['flag'])}</li></ul>" if m.kernels.get("flag") else "")
+        + _table(_flat(m.kernels), ("kernel", "value"))
+        + "<h3>Latency on the build host (ms, median; ratios: reference ms / package ms)</h3>"
         + _table(_flat(m.latency), ("case", "value"))
     )
     return _page(f"edgeq: {name}", body)

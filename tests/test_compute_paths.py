@@ -1,0 +1,161 @@
+"""The three compute paths on a tiny BERT: what the exporter writes, what onnxruntime runs, what is checked.
+
+Each shipped profile family is exported and onnxruntime's optimized graph is read back: weight-only lands on
+MatMulNBits, static int8 on MatMulIntegerToFloat, dynamic int8 on DynamicQuantizeMatMul /
+MatMulIntegerToFloat. The dynamic path's arithmetic is checked against onnxruntime's own
+DynamicQuantizeLinear, and its weights-only view against the torch model with float activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from toolchain.bitconfig import config_from_bits
+from toolchain.errors import BadInputError
+from toolchain.evaluate import encode, predict_logits
+from toolchain.exporters import export_model, twin_of
+from toolchain.exporters.dynamic_int8 import dynamic_fake_quantize
+from toolchain.exporters.metadata import read_metadata
+from toolchain.models import load_model, quantizable_layers
+from toolchain.profiles import ActivationQuant, DeviceProfile, default_profiles_dir, load_profile
+from toolchain.quant.model import quantize_model
+from toolchain.testing import tiny_corpus, tiny_model_dir
+from toolchain.validators.kernels import check_kernels
+from toolchain.validators.weights_view import weights_only_view
+
+CORPUS = tiny_corpus()
+TEXTS = CORPUS.texts[1::4]
+# profile -> (bits, the kernel its quantized layers must land on)
+PATHS = {
+    "rpi5": (4, "MatMulNBits"),
+    "npu_int8": (8, "MatMulIntegerToFloat"),
+    "x86_vnni_server": (8, "DynamicQuantizeMatMul"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.set_num_threads(2)
+    return load_model(tiny_model_dir(tmp_path_factory.mktemp("tiny")), CORPUS.label_names)
+
+
+@pytest.fixture(scope="module", params=sorted(PATHS))
+def exported(request, tiny, tmp_path_factory):
+    model, tok = tiny
+    profile = load_profile(default_profiles_dir() / f"{request.param}.yaml")
+    cfg = config_from_bits(quantizable_layers(model), PATHS[profile.name][0], containers=profile.weights.container_for)
+    qmodel = quantize_model(model, cfg)
+    out = tmp_path_factory.mktemp(profile.name) / "model.onnx"
+    return profile, qmodel, export_model(qmodel, tok, profile, cfg, out, calibration_texts=CORPUS.texts[::2])
+
+
+def test_every_quantized_layer_runs_on_its_paths_kernel(exported):
+    profile, _, result = exported
+    md = read_metadata(onnx.load(str(result.model_path)))
+    n_layers = len(md.bit_config.stored_layers()) + len(md.head_tensors)
+    k = check_kernels(result.model_path, profile.activations, n_layers)
+    assert k.flag is None, k.flag
+    assert k.counts.get(PATHS[profile.name][1], 0) > 0
+    assert k.on_path >= n_layers == len(md.bit_config.layers) + len(md.head_tensors)
+
+
+def test_a_path_onnxruntime_does_not_take_is_flagged(exported):
+    profile, _, result = exported
+    if profile.activations is not ActivationQuant.NONE:
+        pytest.skip("a weight-only graph is the one that cannot be on an int8 path")
+    k = check_kernels(result.model_path, ActivationQuant.INT8_DYNAMIC, 12)
+    assert k.on_path == 0 and "DynamicQuantizeMatMul" in k.flag and "12 quantized layers" in k.flag
+
+
+def test_dynamic_path_stores_integers_only(tiny, exported):
+    profile, _, result = exported
+    if profile.activations is not ActivationQuant.INT8_DYNAMIC:
+        pytest.skip("dynamic path only")
+    graph = onnx.load(str(result.model_path)).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    model, _ = tiny
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    big_float = [i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT and len(i.dims) == 2]
+    assert big_float == []  # every Linear and embedding table is int8 (head and embeddings: int8)
+    n_mmi = sum(n.op_type == "MatMulInteger" for n in graph.node)
+    assert n_mmi == len(quantizable_layers(model)) + 2 == len(linears)  # + pooler + classifier
+    assert result.head_bytes > 0 and result.embedding_bytes > 0
+
+
+def test_dynamic_weights_only_view_is_the_float_activation_model(tiny, exported):
+    profile, qmodel, result = exported
+    if profile.activations is not ActivationQuant.INT8_DYNAMIC:
+        pytest.skip("dynamic path only")
+    _, tok = tiny
+    view, n = weights_only_view(onnx.load(str(result.model_path)))
+    assert n == sum(1 for node in view.graph.node if node.op_type == "MatMul" and "/dequantized" in node.input[1])
+    assert not any(node.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for node in view.graph.node)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(view.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    enc = encode(tok, TEXTS)
+    got = sess.run(None, {i.name: enc[i.name].numpy() for i in sess.get_inputs()})[0]
+    float_acts = predict_logits(twin_of(qmodel, result), tok, TEXTS).numpy()
+    int8_acts = predict_logits(twin_of(qmodel, result, activations=True), tok, TEXTS).numpy()
+    assert np.abs(got - float_acts).max() <= 1e-4
+    assert np.abs(got - int8_acts).max() > 1e-6  # the view really removed the activation quantization
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 16), (1, 1, 5), (2, 4)])
+def test_dynamic_fake_quantize_is_onnx_dynamicquantizelinear(shape):
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=gen) * 3 + 0.5
+    graph = helper.make_graph(
+        [
+            helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "zp"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"]),
+        ],
+        "dql",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))],
+    )
+    opset = [helper.make_opsetid("", 17)]
+    model = helper.make_model(graph, opset_imports=opset, ir_version=helper.find_min_ir_version_for(opset))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {"x": x.numpy()})[0]
+    assert np.abs(dynamic_fake_quantize(x).numpy() - expected).max() <= 1e-6
+
+
+def _x86_with(**changes) -> dict:
+    d = load_profile(default_profiles_dir() / "x86_vnni_server.yaml").model_dump(mode="json")
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        target = d
+        for p in parents:
+            target = target[p]
+        target[last] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"weights__containers": ["int4", "int8"], "weights__bits": [4, 8]}, "reads int8 weights only"),
+        ({"weights__block_sizes": [128], "onnx__opset": 21}, "one scale per output channel"),
+        ({"onnx__op_sets": ["transformer", "qdq_weights"]}, "int8_dynamic needs int8_dynamic in onnx.op_sets"),
+        ({"adapter_branch": True}, "adapter_branch: not supported with activations: int8_dynamic"),
+    ],
+)
+def test_int8_dynamic_profile_refuses_what_matmulinteger_cannot_read(changes, message):
+    with pytest.raises(ValueError, match=message):
+        DeviceProfile.model_validate(_x86_with(**changes))
+
+
+def test_int8_dynamic_profile_file_error_names_the_file(tmp_path):
+    import yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_x86_with(weights__containers=["int4", "int8"])))
+    with pytest.raises(BadInputError, match=r"bad.yaml: weights.containers: activations: int8_dynamic"):
+        load_profile(path)

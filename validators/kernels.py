@@ -1,0 +1,106 @@
+"""Kernels: which matrix-multiply kernels onnxruntime actually runs, read from its optimized graph.
+
+A profile names its device's compute path (`activations`); onnxruntime's default optimizations decide the
+kernels. This check saves the optimized graph (`SessionOptions.optimized_model_filepath`), counts its
+matrix-multiply nodes by type, and flags a package whose quantized layers do not all land on a kernel of the
+requested path. Seen on onnxruntime 1.31 CPU (docs/compute-paths.md):
+
+| activations  | graph written                               | kernel after optimization            |
+|--------------|---------------------------------------------|--------------------------------------|
+| none         | DequantizeLinear -> MatMul                  | MatMulNBits (int8 activations inside) |
+| int8_static  | QuantizeLinear/DequantizeLinear -> MatMul   | MatMulIntegerToFloat                 |
+| int8_dynamic | DynamicQuantizeLinear -> MatMulInteger      | DynamicQuantizeMatMul, MatMulIntegerToFloat |
+
+The attention products (QK^T, AV) stay float MatMul / FusedMatMul on every path. A flag is reported, not a
+failure: the package still computes what it claims, only not with the kernels its profile asked for.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from toolchain.profiles import ActivationQuant
+from toolchain.validators import runner
+from toolchain.validators.result import result_dict
+
+MATMUL_KERNELS = (
+    "MatMulNBits",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "QGemm",
+    "MatMul",
+    "FusedMatMul",
+    "Gemm",
+    "FusedGemm",
+)
+EXPECTED: dict[ActivationQuant, tuple[str, ...]] = {
+    ActivationQuant.NONE: ("MatMulNBits",),
+    ActivationQuant.INT8_STATIC: ("MatMulIntegerToFloat", "QLinearMatMul", "QGemm", "DynamicQuantizeMatMul"),
+    ActivationQuant.INT8_DYNAMIC: ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"),
+}
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    name: str
+    compute_path: str  # the profile's `activations`
+    expected_kernels: list[str]
+    counts: dict[str, int]  # matrix-multiply node type -> count in onnxruntime's optimized graph
+    quantized_layers: int  # layers with integer weights (searched layers, branch factors, int8 head)
+    onnxruntime: str
+
+    @property
+    def on_path(self) -> int:
+        return sum(self.counts.get(k, 0) for k in self.expected_kernels)
+
+    @property
+    def flag(self) -> str | None:
+        """Why the requested path was not (fully) taken; None when every quantized layer is on it."""
+        if self.on_path >= self.quantized_layers:
+            return None
+        return (
+            f"kernels: {self.compute_path} asks for {' / '.join(self.expected_kernels)}, but onnxruntime "
+            f"{self.onnxruntime} runs {self.on_path} such nodes for {self.quantized_layers} quantized layers "
+            f"(matrix-multiply nodes: {self.counts})"
+        )
+
+    @property
+    def failures(self) -> list[str]:
+        return []  # reported and flagged, not judged
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_dict(self) | {"on_path": self.on_path, "flag": self.flag}
+
+
+def optimized_op_counts(model_path: Path, threads: int = runner.THREADS) -> Counter:
+    """Node type -> count in the graph onnxruntime runs (default optimizations, CPU provider)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3  # "hardware specific optimizations" warning: expected, we only count
+        opts.optimized_model_filepath = str(out)
+        ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(out), load_external_data=False).graph
+        return Counter(n.op_type for n in graph.node)
+
+
+def check_kernels(model_path: Path, compute_path: ActivationQuant, quantized_layers: int) -> KernelResult:
+    counts = optimized_op_counts(model_path)
+    return KernelResult(
+        "kernels",
+        str(compute_path),
+        list(EXPECTED[compute_path]),
+        {k: counts[k] for k in MATMUL_KERNELS if counts[k]},
+        quantized_layers,
+        ort.__version__,
+    )
