@@ -144,7 +144,7 @@ def table(result: dict) -> str:
     for name, r in result["rows"].items():
         lo, hi = r["interval"]
         t = r["vs_quantize_dynamic"]
-        sig = "" if name == DYNAMIC_INT8 else f"{t['only_a_right']}/{t['only_b_right']} (p {t['p_value']:.3f})"
+        sig = "" if name == DYNAMIC_INT8 else f"{t['only_a_right']}/{t['only_b_right']} (p {t['p_value']:.3g})"
         kern = ", ".join(f"{k} {v}" for k, v in r["kernels"].items() if k not in ("MatMul", "FusedMatMul"))
         cells = [name, f"{r['accuracy']:.2f} ({lo:.1f}–{hi:.1f})", sig, f"{r['file_bytes'] / 1e6:.2f}", kern]
         cells += [f"{r['speed_vs_float'][s]:.2f}" for s in shapes]
