@@ -51,7 +51,8 @@ def test_compare_on_a_tiny_build(tmp_path, profiles_dir, bench_modules):
         assert row["methods"].keys() >= METHODS, name
         for method, m in row["methods"].items():
             assert "error" not in m, (name, method, m)
-            assert 0 <= m["accuracy"] <= 100 and m["file_bytes"] > 0 and set(m["latency_ms"]) == {"1", "8"}
+            assert 0 <= m["accuracy"] <= 100 and m["file_bytes"] > 0
+            assert set(m["latency_ms"]) == {"1x32", "1x128", "8x128"}
     assert sum("per_config_lora" in r["methods"] for r in result["rows"].values()) >= 1
     assert sum("peqa_scales" in r["methods"] for r in result["rows"].values()) >= 1
     base = result["ort_baselines"]
