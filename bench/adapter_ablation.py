@@ -3,7 +3,7 @@
 One float fine-tune (shared), then one adapter training per variant, all with the same steps, batch, seed
 and training configuration set (random per-layer bit-widths spread over 2..8 bits, symmetric per-channel):
 
-    plain           delta in weight units (plain LoRA scale), no residual, CE only   (FACTS.md's recipe)
+    plain           delta in weight units (plain LoRA scale), no residual, CE only   (the first shipped recipe)
     step            + delta in units of the grid step (step-size-aware)
     step+res        + rounding residual of the float weight (boundary-aware start)
     step+res+kd     + distillation from the float model (KL on cached logits) = the default

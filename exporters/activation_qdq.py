@@ -5,7 +5,7 @@ percentile), run on the weight-quantized graph, so the ranges are those of the a
 Scales and zero points come from onnxruntime's `compute_scale_zp` (the range always includes 0). One
 per-tensor Q/DQ pair serves every quantized consumer of a tensor (query, key and value share one); other
 consumers (the residual Add) keep the float tensor. uint8 activations are onnxruntime's CPU default for
-static QDQ (FACTS.md: s8 weights per-channel + u8 activations).
+static QDQ (docs/onnxruntime.md: s8 weights per-channel + u8 activations).
 """
 
 from __future__ import annotations

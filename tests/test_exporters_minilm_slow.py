@@ -4,7 +4,7 @@ with a uniform or mixed BitConfig per shipped profile, exported and validated in
 Per profile: onnxruntime with optimizations off reproduces the torch twin within 1e-4 (100 % top-1) on the
 whole test split, the checker passed, only allowed ops and dtypes, container bytes as configured, and the
 ReferenceEvaluator cross-check agrees. Accuracy and default-optimization agreement are printed (run with -s);
-accuracy is not asserted: at 2-2.5 bits post-training quantization alone loses the task (FACTS.md), which
+accuracy is not asserted: at 2-2.5 bits post-training quantization alone loses the task (docs/onnxruntime.md), which
 is what the adapter training is for.
 """
 

@@ -49,7 +49,7 @@ def test_every_shipped_profile_validates(profiles_dir: Path) -> None:
     for p in profiles:
         assert isinstance(p, DeviceProfile)
         assert p.budget.max_avg_bits is not None or p.budget.max_weight_mb is not None
-        for c in p.weights.containers:  # FACTS.md table: the container runs at the profile's opset
+        for c in p.weights.containers:  # docs/onnxruntime.md table: the container runs at the profile's opset
             assert c.min_opset <= p.onnx.opset
         for b in p.weights.bits:
             assert any(p.weights.container_for(b, s) for s in p.weights.schemes)

@@ -1,6 +1,6 @@
 """BitConfig: the per-layer quantization a search produces and merge, export and reports consume.
 
-Two costs are kept apart (DESIGN.md, Budgets):
+Two costs are kept apart (docs/design.md, Budgets):
 - logical bits per weight: what the configuration chooses, b + overhead / group size, where the overhead of
   a group is its fp32 scale (32 bits) plus, for asymmetric groups, a b-bit zero point;
 - container bytes: what the device stores, the same with b replaced by the container's width, and each
@@ -23,7 +23,7 @@ from toolchain.errors import BadInputError
 from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme, int_range
 
-SCALE_BITS = 32  # fp32 scales: fp16 breaks onnxruntime's MatMulNBits fusion (FACTS.md)
+SCALE_BITS = 32  # fp32 scales: fp16 breaks onnxruntime's MatMulNBits fusion (docs/onnxruntime.md)
 BRANCH_BITS = 8  # the adapter branch's factors: int8, symmetric, one scale per row
 BRANCH_DOWN, BRANCH_UP = ".branch.down", ".branch.up"  # a layer's branch factors: module name suffixes
 

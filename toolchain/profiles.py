@@ -19,9 +19,9 @@ from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme, int_range
 
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8)
-MIN_OPSET, MAX_OPSET = 13, 25  # 13: first per-channel DequantizeLinear; 25: INT2 (FACTS.md)
+MIN_OPSET, MAX_OPSET = 13, 25  # 13: first per-channel DequantizeLinear; 25: INT2 (docs/onnxruntime.md)
 BLOCKED_MIN_OPSET = 21
-# Smallest onnxruntime able to run each container / blocked DequantizeLinear on the CPU (FACTS.md).
+# Smallest onnxruntime able to run each container / blocked DequantizeLinear on the CPU (docs/onnxruntime.md).
 MIN_ORT_FOR_BITS = {8: (1, 16), 4: (1, 19), 2: (1, 24)}
 BLOCKED_MIN_ORT = (1, 19)
 

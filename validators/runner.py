@@ -2,7 +2,7 @@
 
 - exact: ORT_DISABLE_ALL, so DequantizeLinear -> MatMul runs as written (what the integers mean);
 - device: default optimizations, what a device runs (onnxruntime fuses DQ -> MatMul into MatMulNBits with
-  accuracy_level 4, which quantizes activations to int8: about 5e-3 relative error, FACTS.md).
+  accuracy_level 4, which quantizes activations to int8: about 5e-3 relative error, docs/onnxruntime.md).
 Tokenization matches toolchain.evaluate.encode (pad to the longest text of the batch, truncate), without
 importing torch.
 """

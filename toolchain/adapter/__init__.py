@@ -1,7 +1,7 @@
 """The configuration-aware adapter: one training run serves every per-layer bit configuration.
 
 CoA-LoRA's configuration mapper over shared low-rank factors, PEQA scales, DyLoRA nested ranks, and an
-IntLoRA-style integer merge trained straight-through (see DESIGN.md). Entry points: `train` and `Run`.
+IntLoRA-style integer merge trained straight-through (see docs/design.md). Entry points: `train` and `Run`.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class RandomConfigSource:
     """Random per-layer bit-widths around a per-configuration target average drawn from [min, max] bits.
 
     The target is min + (max - min) * u**skew (u uniform): skew > 1 puts more configurations at low
-    budgets, where accuracy depends on the adapter (FACTS.md: above 3 bits it saturates). Each layer gets
+    budgets, where accuracy depends on the adapter (docs/onnxruntime.md: above 3 bits it saturates). Each layer gets
     floor(target) or ceil(target) (so the mean matches), then with probability `jitter` one bit more or less.
     Each configuration uses one grid, except that each layer switches to another covered grid with
     probability `mix`. Stateless: everything comes from the rng the trainer passes.

@@ -85,7 +85,7 @@ def merge_then_round(
     """The naive path: add a float adapter to the dequantized weight, then round again.
 
     `requantize="base"` rounds onto the layer's own grid (scale, zero point); "mse" re-runs the clipping
-    search on the merged weight. FACTS.md: either erases most of the adapter's benefit at low bits.
+    search on the merged weight. docs/onnxruntime.md: either erases most of the adapter's benefit at low bits.
     """
     merged = dequantize_float(base.q.float(), scale, base.zero_point, base.block_size) + delta_w
     if requantize == "mse":

@@ -42,7 +42,7 @@ def _default_grids() -> list[Grid]:
 
 
 class DeltaUnits(StrEnum):
-    """What one unit of the adapter's output B Q(c) A means (FACTS.md: weight units barely move integers).
+    """What one unit of the adapter's output B Q(c) A means (docs/onnxruntime.md: weight units barely move integers).
 
     COARSE_STEP is the default: on the default model it scored above STEP on validation at every budget
     from 2.25 to 4 bits, and on test it closed STEP's 4-bit gap to PTQ and to per-configuration LoRA

@@ -1,7 +1,7 @@
 """Integer containers a device stores weights in, and packing into ONNX's byte layout.
 
 ONNX stores sub-byte integers packed LSB-first in flattened row-major order: element 0 goes to the lowest
-bits of byte 0. An odd tail is padded with zero bits (FACTS.md, checked against onnx's own packer in tests).
+bits of byte 0. An odd tail is padded with zero bits (docs/onnxruntime.md, checked against onnx's own packer in tests).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Container(StrEnum):
 
     @property
     def min_opset(self) -> int:
-        """Smallest ONNX opset whose DequantizeLinear accepts this container (FACTS.md)."""
+        """Smallest ONNX opset whose DequantizeLinear accepts this container (docs/onnxruntime.md)."""
         return {8: 13, 4: 21, 2: 25}[self.bits]
 
     def holds(self, lo: int, hi: int) -> bool:

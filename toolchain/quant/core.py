@@ -11,7 +11,7 @@ Conventions (shared with the exporter, which writes exactly these integers):
   A ragged last block is quantized on its own elements only (zero padding never enters a range).
 - symmetric: integers in the narrow range [-(2^(b-1) - 1), 2^(b-1) - 1], zero point 0 (so 2 bits is ternary);
   asymmetric: integers in [0, 2^b - 1] with an integer zero point per group (4 levels at 2 bits).
-- w ~= scale * (q - zero_point); scales are fp32 (fp16 scales break onnxruntime's fusion, FACTS.md).
+- w ~= scale * (q - zero_point); scales are fp32 (fp16 scales break onnxruntime's fusion, docs/onnxruntime.md).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def quantize_mse(
     """Round-to-nearest with the clipping ratio searched per group to minimise squared error.
 
     This is PEQA's better-than-naive initialisation: at 2-3 bits, clipping outliers costs less than the
-    step size a full range would need (FACTS.md: 91.2 % vs chance at 2 bits on MiniLM). Ratios are tried
+    step size a full range would need (docs/onnxruntime.md: 91 % vs chance at 2 bits on MiniLM). Ratios are tried
     from 1.0 down; ties keep the larger ratio. Evaluated a chunk of ratios at a time, vectorised.
     """
     ratios = torch.linspace(1.0, min_ratio, grid)

@@ -1,7 +1,7 @@
 """An independent check that a configuration satisfies a device profile.
 
 Deliberately shares no code with the search: costs are recomputed here from layer shapes and the formulas
-of DESIGN.md (bits per weight = b + scale bits / group size, plus a b-bit zero point per group when
+of docs/design.md (bits per weight = b + scale bits / group size, plus a b-bit zero point per group when
 asymmetric; containers pack to whole bytes), and integer ranges from the scheme definitions, instead of
 calling BitConfig.avg_bits, LayerBits.container_bytes or the search space. A bug in either path then shows
 as a disagreement rather than passing silently.
@@ -16,7 +16,7 @@ from toolchain.bitconfig import BitConfig, LayerBits
 from toolchain.models import LayerSpec
 from toolchain.profiles import DeviceProfile
 
-_SCALE_BITS = 32  # fp32 scales (FACTS.md: fp16 scales break onnxruntime's fusion)
+_SCALE_BITS = 32  # fp32 scales (docs/onnxruntime.md: fp16 scales break onnxruntime's fusion)
 _MB = 1_000_000
 _SLACK = 1e-9  # relative: only float rounding of the average may pass over a cap
 

@@ -57,7 +57,7 @@ def error_of(m: Metrics) -> float:
     """Scalar the search minimises: accuracy points lost, plus KL to the float model to separate ties.
 
     Accuracy on a validation set moves in steps of one document and saturates above about 3 bits
-    (FACTS.md); KL keeps the objective informative there. Without KL, macro-F1 breaks the ties.
+    (docs/onnxruntime.md); KL keeps the objective informative there. Without KL, macro-F1 breaks the ties.
     """
     tie = KL_WEIGHT * m.kl if m.kl is not None else (100.0 - m.macro_f1) / 100.0
     return (100.0 - m.accuracy) + tie

@@ -2,7 +2,7 @@
 
 A configuration here has one scheme and one granularity (a `Variant`) for all layers and one bit-width per
 layer; bit-widths a scheme cannot store in any of the profile's containers are not offered for that scheme.
-Two costs are kept apart (DESIGN.md, Budgets): logical bits per weight (`BitConfig.avg_bits`, scale and
+Two costs are kept apart (docs/design.md, Budgets): logical bits per weight (`BitConfig.avg_bits`, scale and
 zero-point overhead included) and container bytes (what the device stores). MB means 10^6 bytes.
 """
 
