@@ -12,7 +12,8 @@ from toolchain.quant.core import Scheme, int_range
 
 ODD_AND_EVEN_LENGTHS = [1, 2, 3, 4, 5, 7, 8, 9, 33, 130]
 
-# Container -> (bits, signed, range, onnx type, min opset): written out by hand from the ONNX spec / docs/onnxruntime.md.
+# Container -> (bits, signed, range, onnx type, min opset): written out by hand from the ONNX spec and
+# docs/onnxruntime.md.
 EXPECTED = {
     Container.INT8: (8, True, (-128, 127), TensorProto.INT8, 13),
     Container.UINT8: (8, False, (0, 255), TensorProto.UINT8, 13),
