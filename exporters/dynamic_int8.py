@@ -73,11 +73,11 @@ def rewrite_dynamic_int8(
     sites: dict[str, WeightSite],
     layer_tensors: dict[str, list[str]],
     containers: dict[str, Container],
-) -> dict[str, list[str]]:
+) -> None:
     """Replace DequantizeLinear -> MatMul (or Gemm, bias added after) of every site by the integer chain.
 
-    `layer_tensors`: layer -> its [qweight, scale(, zero_point)] initializers (rewrite_weights' result).
-    Returns the layers' initializer names after the rewrite (no weight zero point: MatMulInteger's default 0).
+    `layer_tensors`: layer -> its [qweight, scale] initializers (rewrite_weights' result), read by the chain
+    as they are (no weight zero point: MatMulInteger's default 0), so the caller's names stay valid.
     """
     graph = model.graph
     producer = _producers(graph)
@@ -86,7 +86,6 @@ def rewrite_dynamic_int8(
     dropped: set[int] = set()
     replacement: dict[int, list[onnx.NodeProto]] = {}  # id(matmul) -> nodes taking its place
     quantized_inputs: dict[str, tuple[str, str, str]] = {}
-    names = dict(layer_tensors)
     order = {n.name: i for i, n in enumerate(graph.node)}
     for layer, site in sorted(sites.items(), key=lambda kv: order[kv[1].node]):  # first consumer quantizes x
         node = nodes_by_name[site.node]
@@ -127,7 +126,6 @@ def rewrite_dynamic_int8(
             nodes.append(helper.make_node("Add", [scaled, bias], [node.output[0]], name=f"{layer}/BiasAdd"))
         replacement[id(node)] = nodes
         dropped.add(id(producer[site.initializer]))
-        names[layer] = [qweight, scale]
     rebuilt = []
     for node in graph.node:
         if id(node) in dropped:
@@ -135,4 +133,3 @@ def rewrite_dynamic_int8(
         rebuilt.extend(replacement.get(id(node), [node]))
     del graph.node[:]
     graph.node.extend(rebuilt)
-    return names

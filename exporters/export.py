@@ -150,7 +150,7 @@ def _quantized_graph(float_graph, model, tokenizer, weights, req: _Request) -> _
     containers |= {layer: Container.INT8 for layer in head}
     tensors = rewrite_weights(qmodel, sites, weights | head, containers)
     if req.profile.activations is ActivationQuant.INT8_DYNAMIC:
-        tensors = rewrite_dynamic_int8(qmodel, sites, tensors, containers)
+        rewrite_dynamic_int8(qmodel, sites, tensors, containers)
     emb_tensors, qparams = {}, {}
     if req.profile.embeddings is TensorQuant.INT8:
         emb_tensors = quantize_embeddings(qmodel, embedding_tables(model), req.profile.onnx.opset)

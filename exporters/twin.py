@@ -22,7 +22,7 @@ from torch import nn
 from toolchain.exporters.activation_qdq import ActivationQParams
 from toolchain.exporters.dynamic_int8 import dynamic_fake_quantize
 from toolchain.exporters.embedding_qdq import quantize_embedding_table
-from toolchain.exporters.head_int8 import head_layers, head_weights
+from toolchain.exporters.head_int8 import head_weights
 from toolchain.quant.model import QuantLinear
 
 
@@ -68,7 +68,7 @@ def torch_twin(
         twin.get_submodule(layer).register_forward_pre_hook(_pre_hook(qp))
     if dynamic_activations:
         integer = [m for m in twin.modules() if isinstance(m, QuantLinear)]  # no branch: profiles refuse it
-        integer += [head_layers(twin)[n] for n in head]
+        integer += [twin.get_submodule(n) for n in head]
         for m in integer:
             m.register_forward_pre_hook(_dynamic_hook)
     return twin
