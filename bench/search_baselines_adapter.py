@@ -26,7 +26,7 @@ from adapter_common import coa_logits, find_run, machine_info, paired_test, r2, 
 
 from toolchain.adapter import Run
 from toolchain.bitconfig import BitConfig
-from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, validation_scorer
+from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, run_search_profiles, validation_scorer
 from toolchain.io import atomic_write_json
 from toolchain.search import (
     ScoreCache,
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = Run.load(find_run(args.dist))
     search = json.loads((args.dist / "search.json").read_text())
-    profiles = profiles_or_default(None)
+    profiles = run_search_profiles(run, profiles_or_default(None))  # the budgets left for the searched layers
     val = ScoreCache(validation_scorer(run, SEARCH_DOCS))
     test_labels = run.splits.test.labels
     test_logits: dict[str, torch.Tensor] = {}

@@ -40,6 +40,7 @@ from toolchain.search import (
     uniform_at_least,
 )
 from toolchain.search.plot import plot_front
+from toolchain.whole_model import search_profiles
 
 
 class SwapScorer:
@@ -161,8 +162,8 @@ def main() -> None:
         f"setup {time.perf_counter() - t0:.1f} s; "
         f"float accuracy on {args.val_docs} docs: {float_m.accuracy:.1f} %"
     )
-    profiles = load_profiles([default_profiles_dir()])
     specs = quantizable_layers(model)
+    profiles = search_profiles(load_profiles([default_profiles_dir()]), model, specs)  # layer budgets
     timed = TimedScorer(scorer)
     cache = ScoreCache(timed)
     sens = None

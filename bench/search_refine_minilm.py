@@ -22,6 +22,7 @@ from adapter_common import coa_metrics, machine_info, r2, train_variant
 from adapter_generalisation import held_out
 
 from toolchain.adapter import Run, stages
+from toolchain.build.stages import run_search_profiles
 from toolchain.io import atomic_write_json
 from toolchain.profiles import default_profiles_dir, load_profiles
 from toolchain.search import SpreadConfigSource
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if not history_file.is_file():
         raise SystemExit(f"{history_file}: missing; --run must be an `edgeq build` run (it records its set)")
     history = json.loads(history_file.read_text())
-    profiles = load_profiles([default_profiles_dir()])
+    profiles = run_search_profiles(refined, load_profiles([default_profiles_dir()]))  # layer budgets
     source = SpreadConfigSource.for_profiles(profiles, refined.specs, seed=refined.settings.seed)
     ds = stages.read_dataset(refined.run_dir / stages.DATA)
     spread, spread_s = train_variant(

@@ -24,7 +24,7 @@ import torch
 from adapter_common import find_run, machine_info, r2
 
 from toolchain.adapter import Run
-from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, search_run, validation_scorer
+from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, run_search_profiles, search_run, validation_scorer
 from toolchain.io import atomic_write_json
 from toolchain.search import Limit, SearchSpace, quant_key
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     run = Run.load(find_run(args.dist))
-    profiles = profiles_or_default(None)
+    profiles = run_search_profiles(run, profiles_or_default(None))  # the budgets left for the searched layers
     scored: dict[str, tuple] = {}
     val = validation_scorer(run, SEARCH_DOCS)
 

@@ -35,6 +35,12 @@ BENCHMARKS = {
         "accuracy with intervals and paired tests, file MB, kernels, latency ratios (needs an `edgeq build --out`)",
         "compute_paths_*.json",
     ),
+    "embedding-formats": (
+        "embedding_formats",
+        "embedding table formats (2/3/4/8 bits, per row or blocked) on a build's float fine-tune: validation "
+        "accuracy, agreement, KL and cost; what the profiles' `embeddings:` were chosen on",
+        "embedding_formats_*.json",
+    ),
     "float-spread": (
         "float_finetune_spread",
         "the float reference's accuracy over fine-tune seeds, per schedule (choose on val, report test)",

@@ -29,7 +29,7 @@ from toolchain.exporters.profile_check import check_export_request
 from toolchain.exporters.qdq_weights import rewrite_weights
 from toolchain.exporters.save import check_model, files_bytes, needs_external_data, save_onnx
 from toolchain.exporters.weight_sites import WeightSite, lift_constants, locate_weights
-from toolchain.profiles import ActivationQuant, DeviceProfile, TensorQuant
+from toolchain.profiles import ActivationQuant, DeviceProfile, EmbeddingQuant, TensorQuant
 from toolchain.quant.containers import Container
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import quantized_weights_of
@@ -48,9 +48,10 @@ class ExportResult:
     file_bytes: int  # quantized model on disk, external data included
     float_file_bytes: int
     layer_container_bytes: dict[str, int]  # integers + scales + zero points in the graph, per layer
-    embedding_bytes: int  # int8 embedding tables + scales in the graph (0 when the tables stay float)
+    embedding_bytes: int  # integer embedding tables + scales in the graph (0 when the tables stay float)
     activation_qparams: dict[str, act.ActivationQParams] = field(default_factory=dict)  # layer -> its input's
-    embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding modules stored as int8
+    embedding_tables: list[str] = field(default_factory=list)  # the nn.Embedding modules stored as integers
+    embedding_quant: EmbeddingQuant | None = None  # how they are stored
     head_bytes: int = 0  # int8 head Linears + scales in the graph (0 when the head stays float)
     activations: str = "none"  # the profile's compute path (ActivationQuant)
 
@@ -70,6 +71,7 @@ class ExportResult:
             files=[str(f) for f in self.files],
             weight_container_bytes=self.weight_container_bytes,
             external_data=self.external_data,
+            embedding_quant=None if self.embedding_quant is None else self.embedding_quant.model_dump(mode="json"),
         )
         return d
 
@@ -112,9 +114,7 @@ def _check_no_float_copy(model: onnx.ModelProto, weights: dict[str, QuantizedWei
         arr = onnx.numpy_helper.to_array(init) if candidates else None
         for layer, w in candidates:
             if np.array_equal(arr, w):
-                raise EdgeqError(
-                    f"export: a float copy of layer {layer!r} remains as initializer {init.name!r}"
-                )
+                raise EdgeqError(f"export: a float copy of layer {layer!r} remains as initializer {init.name!r}")
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,10 @@ def _quantized_graph(float_graph, model, tokenizer, weights, req: _Request) -> _
     if req.profile.activations is ActivationQuant.INT8_DYNAMIC:
         rewrite_dynamic_int8(qmodel, sites, tensors, containers)
     emb_tensors, qparams = {}, {}
-    if req.profile.embeddings is TensorQuant.INT8:
-        emb_tensors = quantize_embeddings(qmodel, embedding_tables(model), req.profile.onnx.opset)
+    if req.profile.embeddings is not None:
+        emb_tensors = quantize_embeddings(
+            qmodel, embedding_tables(model), req.profile.embeddings, req.profile.onnx.opset
+        )
     if req.profile.activations is ActivationQuant.INT8_STATIC:
         qparams = _quantize_activations(
             qmodel, sites, tokenizer, req.calibration_texts, req.max_length, req.calibration
@@ -163,7 +165,7 @@ def _quantized_graph(float_graph, model, tokenizer, weights, req: _Request) -> _
         profile=req.profile.name,
         bit_config=req.bit_config,
         layer_tensors=layer_tensors,
-        embeddings=str(req.profile.embeddings),
+        embeddings=req.profile.embeddings,
         embedding_tensors=[n for names in emb_tensors.values() for n in names],
         activations=str(req.profile.activations),
         activation_qparams={layer: qp.to_dict() for layer, qp in qparams.items()},
@@ -225,6 +227,7 @@ def export_model(
         embedding_bytes=emb_bytes,
         activation_qparams=q.activation_qparams,
         embedding_tables=q.metadata.embedding_tables,
+        embedding_quant=profile.embeddings,
         head_bytes=head_bytes,
         activations=str(profile.activations),
     )

@@ -2,7 +2,7 @@
 
 A validator (or a person with Netron) can recover from the file alone which BitConfig it ships, each
 layer's logical bit-width, which initializers hold each layer's integers, and how activations and the
-embedding table are quantized.
+embedding tables are quantized.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from toolchain.bitconfig import BitConfig
+from toolchain.profiles import EmbeddingQuant
 
 PREFIX = "edgeq."
 
@@ -22,8 +23,8 @@ class ExportMetadata:
     profile: str
     bit_config: BitConfig
     layer_tensors: dict[str, list[str]]  # layer -> [integers, scale, (zero point)] initializer names
-    embeddings: str = "float"  # "float" or "int8"
-    embedding_tensors: list[str] = field(default_factory=list)
+    embeddings: EmbeddingQuant | None = None  # None: the tables stay float
+    embedding_tensors: list[str] = field(default_factory=list)  # per table: integers, scales (, zero points)
     activations: str = "none"  # ActivationQuant: "none", "int8_static" or "int8_dynamic"
     activation_qparams: dict[str, dict] = field(default_factory=dict)  # layer -> ActivationQParams.to_dict()
     head: str = "float"  # "float" or "int8": the Linears outside the bit config
@@ -31,7 +32,7 @@ class ExportMetadata:
 
     @property
     def embedding_tables(self) -> list[str]:
-        """The embedding modules stored as int8 (each table's tensors are named `<module>.qweight`, ...)."""
+        """The embedding modules stored as integers (each table's tensors are named `<module>.qweight`, ...)."""
         return [n.removesuffix(".qweight") for n in self.embedding_tensors if n.endswith(".qweight")]
 
     @property
@@ -47,7 +48,7 @@ def write_metadata(model: onnx.ModelProto, md: ExportMetadata) -> None:
         "bit_config_digest": md.bit_config.digest(),
         "layer_bits": json.dumps(md.layer_bits),
         "layer_tensors": json.dumps(md.layer_tensors),
-        "embeddings": md.embeddings,
+        "embeddings": "float" if md.embeddings is None else md.embeddings.model_dump_json(),
         "embedding_tensors": json.dumps(md.embedding_tensors),
         "activations": md.activations,
         "activation_qparams": json.dumps(md.activation_qparams),
@@ -68,10 +69,19 @@ def read_metadata(model: onnx.ModelProto) -> ExportMetadata:
         profile=props["profile"],
         bit_config=BitConfig.model_validate_json(props["bit_config"]),
         layer_tensors=json.loads(props["layer_tensors"]),
-        embeddings=props.get("embeddings", "float"),
+        embeddings=_embedding_quant(props.get("embeddings", "float")),
         embedding_tensors=json.loads(props.get("embedding_tensors", "[]")),
         activations=props.get("activations", "none"),
         activation_qparams=json.loads(props.get("activation_qparams", "{}")),
         head=props.get("head", "float"),
         head_tensors=json.loads(props.get("head_tensors", "{}")),
     )
+
+
+def _embedding_quant(value: str) -> EmbeddingQuant | None:
+    """The recorded table format: "float", "int8" (files before low-bit tables) or an EmbeddingQuant's JSON."""
+    if value == "float":
+        return None
+    if value == "int8":
+        return EmbeddingQuant(bits=8)
+    return EmbeddingQuant.model_validate_json(value)

@@ -1,7 +1,7 @@
 """The torch twin of an exported graph: the same model computing exactly what the ONNX file computes.
 
 Weights already match (QuantLinear holds the dequantized integers the exporter writes). What the graph adds
-on top, the twin adds too: the int8 embedding tables and int8 head Linears (dequantized) and, on request,
+on top, the twin adds too: the integer embedding tables and int8 head Linears (dequantized) and, on request,
 the activation arithmetic of the compute path: fake quantization of each quantized layer's input with the
 calibrated scale and zero point (static), or with the range of the input itself (dynamic; round half to
 even, as ONNX QuantizeLinear and DynamicQuantizeLinear do).
@@ -21,9 +21,10 @@ from torch import nn
 
 from toolchain.exporters.activation_qdq import ActivationQParams
 from toolchain.exporters.dynamic_int8 import dynamic_fake_quantize
-from toolchain.exporters.embedding_qdq import quantize_embedding_table
 from toolchain.exporters.head_int8 import head_weights
+from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.model import QuantLinear
+from toolchain.quant.tables import quantize_table
 
 
 def fake_quantize(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:
@@ -48,19 +49,21 @@ def _dynamic_hook(_module: nn.Module, args: tuple) -> tuple:
 def torch_twin(
     model: nn.Module,
     *,
-    int8_embeddings: list[str] | None = None,
+    embeddings: list[str] | None = None,
+    embedding_quant: EmbeddingQuant | None = None,
     int8_head: bool = False,
     activation_qparams: dict[str, ActivationQParams] | None = None,
     dynamic_activations: bool = False,
 ) -> nn.Module:
     """A copy of `model` computing what its export computes (pass ExportResult's fields, or use twin_of).
 
-    `int8_embeddings`: the nn.Embedding modules the export stores as int8; `dynamic_activations`: fake
+    `embeddings`: the nn.Embedding modules the export stores as integers, as `embedding_quant` says;
+    `dynamic_activations`: fake
     quantize the input of every QuantLinear (and int8 head Linear) per call, as DynamicQuantizeLinear does."""
     twin = copy.deepcopy(model).eval()
-    for name in int8_embeddings or []:
+    for name in embeddings or []:
         emb = twin.get_submodule(name)
-        emb.weight.data = quantize_embedding_table(emb.weight).dequantize()
+        emb.weight.data = quantize_table(emb.weight, embedding_quant).dequantize()
     head = head_weights(twin) if int8_head else {}
     for name, qw in head.items():
         twin.get_submodule(name).weight.data = qw.dequantize()
@@ -75,12 +78,13 @@ def torch_twin(
 
 
 def twin_of(model: nn.Module, result, *, activations: bool = False) -> nn.Module:
-    """torch_twin for an ExportResult: int8 embeddings and head when the export has them; its activation
+    """torch_twin for an ExportResult: integer embeddings and int8 head when the export has them; its activation
     arithmetic only when `activations` (off by default: the validation reference keeps activations in float)."""
     qparams = result.activation_qparams if activations else None
     return torch_twin(
         model,
-        int8_embeddings=result.embedding_tables,
+        embeddings=result.embedding_tables,
+        embedding_quant=result.embedding_quant,
         int8_head=result.head_bytes > 0,
         activation_qparams=qparams,
         dynamic_activations=activations and result.activations == "int8_dynamic",

@@ -38,8 +38,41 @@ def profiles_dir() -> Path:
     return PROFILES_DIR
 
 
-TINY_BUILD_PROFILE = PROFILES_DIR / "rpi5.yaml"
+TINY_BUILD_PROFILE = "rpi5"
 TINY_BUILD_STEPS = "10"
+# The searched layers' bits the shipped budgets give MiniLM; on a tiny model the fp32 biases and norms
+# weigh 10-30 times more per parameter, so tests rescale each whole-model budget to give its layers these.
+LAYER_BITS = {"aggressive_2bit": 2.5, "npu_int8": 6.0, "rpi5": 4.25, "x86_vnni_server": 8.5}
+
+
+def profiles_for_model(
+    model_dir: Path, dst: Path, names: list[str] | None = None, layer_bits=None, max_drop: float | None = None
+) -> Path:
+    """The shipped profiles (or `names` of them) written to `dst`, each `max_avg_bits` replaced by the
+    whole-model bits that leave the model's searched layers `layer_bits[name]` (default LAYER_BITS), and
+    with `max_drop`, every accuracy tolerance set to it."""
+    import yaml
+
+    from toolchain.models import load_model, quantizable_layers
+    from toolchain.profiles import load_profile
+    from toolchain.whole_model import OutsideParams, outside_cost
+
+    model, _ = load_model(model_dir, ["a", "b", "c"])
+    outside = OutsideParams.of_model(model, quantizable_layers(model))
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(PROFILES_DIR.glob("*.yaml")):
+        if names is not None and path.stem not in names:
+            continue
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        bits = (layer_bits or LAYER_BITS).get(path.stem)
+        if bits is not None and data["budget"].get("max_avg_bits") is not None:
+            cost = outside_cost(outside, load_profile(path))
+            whole = (cost.logical_bits + bits * outside.layer_params) / outside.n_params
+            data["budget"]["max_avg_bits"] = round(whole + 5e-5, 4)  # rounded up: the layers keep `bits`
+        if max_drop is not None:
+            data["accuracy"]["max_drop"] = max_drop
+        (dst / path.name).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return dst
 
 
 @dataclass(frozen=True)
@@ -49,13 +82,14 @@ class TinyBuild:
     model: Path
     data: Path
     out: Path
+    profiles: Path  # TINY_BUILD_PROFILE's file, its budget rescaled for the tiny model
 
     def args(self, out: Path, seed: int = 0) -> list[str]:
         """`edgeq build` arguments (without the program name) for this model and data into `out`."""
         return [
             "build",
             "--profiles",
-            str(TINY_BUILD_PROFILE),
+            str(self.profiles),
             "--model",
             str(self.model),
             "--data",
@@ -76,7 +110,11 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory) -> TinyBuild:
 
     root = tmp_path_factory.mktemp("tiny_build")
     model = tiny_model_dir(root / "model", max_positions=128)  # the latency check feeds 128-token inputs
-    build = TinyBuild(model, write_tiny_corpus(root / "data"), root / "dist")
+    # 24 test texts: one text is 4.2 points, more than rpi5's 1.5-point tolerance; the tests using this
+    # build are about its mechanics (interruption, bad input), so one flipped text must not fail it
+    profiles = profiles_for_model(model, root / "profiles", [TINY_BUILD_PROFILE], max_drop=10.0)
+    profile = profiles / f"{TINY_BUILD_PROFILE}.yaml"
+    build = TinyBuild(model, write_tiny_corpus(root / "data"), root / "dist", profile)
     code = main(build.args(build.out))
     assert code == 0, f"the tiny reference build exited {code}"
     return build

@@ -134,7 +134,8 @@ def test_exported_branch_runs_in_onnxruntime_as_in_torch(runs, tmp_path):
     assert checks["fidelity"]["exact"]["max_abs_diff"] <= 1e-4  # onnxruntime, optimizations off, vs the twin
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
     int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
-    assert int8 == {f"{n}.qweight" for n in config.branch_layers()}  # every factor, stored as int8
+    head = {"classifier.qweight", "bert.pooler.dense.qweight"}  # aggressive_2bit's int8 head
+    assert int8 == {f"{n}.qweight" for n in config.branch_layers()} | head  # every factor, stored as int8
 
 
 def _metrics(acc: float, kl: float = 0.01) -> Metrics:
@@ -151,7 +152,8 @@ def agg_wide():
     """aggressive_2bit on layers wide enough (512) for a 2.5-bit budget to leave room for a branch."""
     from toolchain.search.toy import bert_like_specs
 
-    return load_profile(default_profiles_dir() / "aggressive_2bit.yaml"), bert_like_specs(1, 512, 1024)
+    agg = load_profile(default_profiles_dir() / "aggressive_2bit.yaml")
+    return agg.model_copy(update={"budget": Budget(max_avg_bits=2.5)}), bert_like_specs(1, 512, 1024)  # layers only
 
 
 @pytest.mark.parametrize(

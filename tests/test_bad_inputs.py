@@ -60,7 +60,7 @@ class Env:
     def build_args(self, *, profile: Path | None = None, model: Path | None = None, data: Path | None = None,
                    out: Path | None = None) -> list[str]:  # fmt: skip
         args = self.build.args(out or self.tmp / "dist")
-        args[args.index("--profiles") + 1] = str(profile or PROFILES / "rpi5.yaml")
+        args[args.index("--profiles") + 1] = str(profile or self.build.profiles)
         args[args.index("--model") + 1] = str(model or self.build.model)
         args[args.index("--data") + 1] = str(data or self.build.data)
         return args
@@ -150,7 +150,6 @@ def _locked_out(env: Env) -> Path:
 
 
 _HELD: list[FileLock] = []
-RPI5_FILE = str(PROFILES / "rpi5.yaml")
 
 
 def _read_only_dir(env: Env) -> Path:
@@ -171,7 +170,8 @@ CASES = [
     # device profiles
     _case("profile: bits 9", 2, build_with(profile=lambda e: e.profile(RPI5.replace("[3, 4, 5, 6, 8]", "[3, 4, 9]")))),
     _case("profile: int4 at opset 13", 2, build_with(profile=lambda e: e.profile(RPI5.replace("21", "13")))),
-    _case("profile: budget no config meets", 2, build_with(profile=lambda e: e.profile(RPI5.replace("4.25", "2.5")))),
+    _case("profile: budget no config meets", 2,
+          build_with(profile=lambda e: e.profile(RPI5.replace("max_avg_bits: 4.5", "max_avg_bits: 2.5")))),
     _case("profile: file missing", 2, build_with(profile=lambda e: e.tmp / "nope.yaml")),
     _case("profile: unknown field", 2, check_profile(RPI5 + "colour: red\n")),
     _case("profile: empty file", 2, check_profile("")),
@@ -203,12 +203,14 @@ CASES = [
         ["train", "--model", str(e.build.model), "--data", str(e.build.data), "--out", str(o := _under_a_file(e))],
         o))),
     _case("export --out under a regular file", 2, (lambda e: (
-        ["export", "--run", str(e.run_dir()), "--profile", RPI5_FILE, "--out", str(o := _under_a_file(e))], o))),
+        ["export", "--run", str(e.run_dir()), "--profile", str(e.build.profiles),
+         "--out", str(o := _under_a_file(e))], o))),
     _case("search --out is a directory", 2, (lambda e: (
-        ["search", "--run", str(e.run_dir()), "--profile", RPI5_FILE, "--out", str(e.tmp)], e.tmp))),
+        ["search", "--run", str(e.run_dir()), "--profile", str(e.build.profiles), "--out", str(e.tmp)], e.tmp))),
     # runs and packages: hash-checked
     _case("run: directory missing", 2, (lambda e: (
-        ["export", "--run", str(r := e.tmp / "no_run"), "--profile", RPI5_FILE, "--out", str(e.tmp / "d")], r))),
+        ["export", "--run", str(r := e.tmp / "no_run"), "--profile", str(e.build.profiles),
+         "--out", str(e.tmp / "d")], r))),
     _case("run: adapter truncated", 3, (lambda e: (
         ["search", "--run", str(r := e.run_dir()), "--out", str(e.tmp / "s.json")],
         _truncated(r / "adapter.safetensors")))),

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import LAYER_BITS, profiles_for_model
 from transformers import AutoTokenizer
 
 from toolchain.adapter.run import RUN_FORMAT
@@ -25,8 +26,10 @@ from toolchain.build.report import device_report
 from toolchain.cli import main
 from toolchain.console import print_results
 from toolchain.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_VALIDATION_FAILED
+from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import load_profile
 from toolchain.testing import tiny_model_dir, write_tiny_corpus
+from toolchain.whole_model import OutsideParams, outside_cost
 
 STEPS = "40"
 
@@ -55,18 +58,13 @@ def model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def build_profiles(tmp_path_factory, profiles_dir) -> Path:
-    """The shipped profiles with aggressive_2bit's budget raised to 2.9 bits: on 128-wide layers a rank-1
-    branch's row scales alone cost 0.33 bits per weight, so at 2.5 no branch fits beside any base and the
-    build would train no branch run."""
-    out = tmp_path_factory.mktemp("profiles")
-    for p in profiles_dir.glob("*.yaml"):
-        shutil.copy(p, out / p.name)
-    agg = out / "aggressive_2bit.yaml"
-    text = agg.read_text()
-    assert "max_avg_bits: 2.5" in text
-    agg.write_text(text.replace("max_avg_bits: 2.5", "max_avg_bits: 2.9"))
-    return out
+def build_profiles(tmp_path_factory, model_path) -> Path:
+    """The shipped profiles, budgets rescaled for the tiny model (conftest.profiles_for_model), with
+    aggressive_2bit's layers given 2.9 bits: on 128-wide layers a rank-1 branch's row scales alone cost 0.33
+    bits per weight, so at 2.5 no branch fits beside any base and the build would train no branch run."""
+    return profiles_for_model(
+        model_path, tmp_path_factory.mktemp("profiles"), layer_bits=LAYER_BITS | {"aggressive_2bit": 2.9}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +100,7 @@ def test_build_writes_one_verified_package_per_profile(built, build_profiles):
     assert 0 < parts <= record["wall_s"]
 
 
-def test_branch_profile_ships_the_better_of_merged_and_branch(built, build_profiles):
+def test_branch_profile_ships_the_better_of_merged_and_branch(built, build_profiles, model_path):
     """aggressive_2bit allows an int8 adapter branch: the build trains a branch run (sharing the float
     fine-tune), scores the branch at each rank that fits, and ships whichever scored better on validation."""
     from toolchain.build.branch import BRANCH, MERGED
@@ -124,9 +122,12 @@ def test_branch_profile_ships_the_better_of_merged_and_branch(built, build_profi
     assert m.variant["weights"] == (BRANCH if branch_better else MERGED)
     assert m.bit_config.branch_rank == (val["branch_rank"] if branch_better else None)
     profile = load_profile(build_profiles / "aggressive_2bit.yaml")
-    assert check_constraints(profile, m.bit_config) == []
+    model = load_model(model_path, m.label_names)[0]
+    outside = outside_cost(OutsideParams.of_model(model, quantizable_layers(model)), profile)
+    assert check_constraints(profile, m.bit_config, outside=outside) == []
     graph = onnx.load(str(out / "aggressive_2bit" / "model.onnx"), load_external_data=False).graph
-    int8 = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    head = {"classifier.qweight", "bert.pooler.dense.qweight"}  # the int8 head
+    int8 = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8 and i.name not in head]
     assert len(int8) == len(m.bit_config.branch_layers())  # the branch's factors are in the graph, or none
     assert "validation" not in load_manifest(out / "rpi5").variant  # rpi5 allows no branch: merged, no choice
 
@@ -208,14 +209,15 @@ def test_bad_profile_exits_2_before_any_work(tmp_path, tiny_model_path):
     assert not out.exists()
 
 
-def test_no_branch_run_when_no_rank_fits_any_budget(model_path, profiles_dir, tmp_path):
-    """The shipped aggressive_2bit (2.5 bits) on 128-wide layers: no branch fits beside any base, so the build
+def test_no_branch_run_when_no_rank_fits_any_budget(model_path, tmp_path):
+    """aggressive_2bit with 2.5 bits for 128-wide layers: no branch fits beside any base, so the build
     trains no branch run, ships merged integers, and the manifest records that no rank fit."""
     from toolchain.build.branch import MERGED
 
     data = write_tiny_corpus(tmp_path / "data")
     out = tmp_path / "dist"
-    code = main(_build_args(profiles_dir / "aggressive_2bit.yaml", model_path, data, out))
+    profiles = profiles_for_model(model_path, tmp_path / "profiles", ["aggressive_2bit"])
+    code = main(_build_args(profiles / "aggressive_2bit.yaml", model_path, data, out))
     assert code in (EXIT_OK, EXIT_VALIDATION_FAILED)
     assert "branch_training" not in json.loads((out / "build.json").read_text())["stages"]
     assert not list((out / ".edgeq").glob("run-*-branch-*"))

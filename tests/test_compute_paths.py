@@ -25,7 +25,7 @@ from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import ActivationQuant, DeviceProfile, default_profiles_dir, load_profile
 from toolchain.quant.model import quantize_model
 from toolchain.testing import tiny_corpus, tiny_model_dir
-from toolchain.validators.kernels import check_kernels
+from toolchain.validators.kernels import check_kernels, layers_on_path
 from toolchain.validators.weights_view import weights_only_view
 
 CORPUS = tiny_corpus()
@@ -57,11 +57,12 @@ def exported(request, tiny, tmp_path_factory):
 def test_every_quantized_layer_runs_on_its_paths_kernel(exported):
     profile, _, result = exported
     md = read_metadata(onnx.load(str(result.model_path)))
-    n_layers = len(md.bit_config.stored_layers()) + len(md.head_tensors)
+    n_layers = layers_on_path(md, profile.activations)
     k = check_kernels(result.model_path, profile.activations, n_layers)
     assert k.flag is None, k.flag
     assert k.counts.get(PATHS[profile.name][1], 0) > 0
-    assert k.on_path >= n_layers == len(md.bit_config.layers) + len(md.head_tensors)
+    head = len(md.head_tensors) if profile.activations is ActivationQuant.INT8_DYNAMIC else 0
+    assert k.on_path >= n_layers == len(md.bit_config.layers) + head
 
 
 def test_a_path_onnxruntime_does_not_take_is_flagged(exported):

@@ -13,6 +13,7 @@ from toolchain.errors import EXIT_BAD_INPUT, BadInputError
 from toolchain.profiles import (
     ActivationQuant,
     DeviceProfile,
+    EmbeddingQuant,
     TensorQuant,
     load_profile,
     load_profiles,
@@ -48,7 +49,7 @@ def test_every_shipped_profile_validates(profiles_dir: Path) -> None:
     assert [p.name for p in profiles] == SHIPPED
     for p in profiles:
         assert isinstance(p, DeviceProfile)
-        assert p.budget.max_avg_bits is not None or p.budget.max_weight_mb is not None
+        assert p.budget.max_avg_bits is not None or p.budget.max_weight_mb is not None or p.budget.max_model_mb
         for c in p.weights.containers:  # docs/onnxruntime.md table: the container runs at the profile's opset
             assert c.min_opset <= p.onnx.opset
         for b in p.weights.bits:
@@ -63,13 +64,17 @@ def test_shipped_profiles_model_their_devices(profiles_dir: Path) -> None:
     assert npu.granularities() == [None] and npu.activations is ActivationQuant.INT8_STATIC
     assert {"QuantizeLinear", "DequantizeLinear"} <= npu.onnx.allowed_ops()
     mcu = by_name["mcu_tiny"]
-    assert mcu.budget.max_weight_mb == 5.5 and mcu.embeddings is TensorQuant.INT8
+    assert mcu.budget.max_weight_mb == 5.5 and mcu.head is TensorQuant.INT8
+    assert mcu.embeddings == EmbeddingQuant(bits=4, block_size=32) and mcu.embeddings.field_bits == 4
     agg = by_name["aggressive_2bit"]
     assert agg.onnx.opset == 25 and Container.INT2 in agg.weights.containers
     assert agg.weights.container_for(2, Scheme.SYMMETRIC) is Container.INT2
     assert agg.weights.container_for(2, Scheme.ASYMMETRIC) is Container.UINT2
     assert agg.weights.container_for(3, Scheme.ASYMMETRIC) is Container.UINT4
     assert agg.weights.container_for(5, Scheme.SYMMETRIC) is None
+    assert agg.budget.max_model_mb == 9.0 and agg.embeddings.scheme is Scheme.ASYMMETRIC
+    assert "BitShift" in agg.onnx.allowed_ops()
+    assert by_name["npu_int8"].embeddings == EmbeddingQuant(bits=8)  # the `int8` shorthand
     rpi5 = by_name["rpi5"]
     assert rpi5.granularities() == [None, 32, 64, 128]
     assert rpi5.weights.container_for(3, Scheme.SYMMETRIC) is Container.INT4
@@ -147,9 +152,7 @@ MALFORMED = [
     (
         "block_sizes at opset 13",
         "rpi5",
-        _all(
-            _set("onnx.opset", 13), _set("onnx.min_onnxruntime", "1.16"), _set("weights.containers", ["int8"])
-        ),
+        _all(_set("onnx.opset", 13), _set("onnx.min_onnxruntime", "1.16"), _set("weights.containers", ["int8"])),
         ["weights.block_sizes: [32, 64, 128] needs onnx.opset >= 21", "got 13"],
     ),
     (
@@ -185,7 +188,7 @@ MALFORMED = [
         "both budgets null",
         "mcu_tiny",
         _set("budget", {"max_avg_bits": None, "max_weight_mb": None}),
-        ["budget: set at least one of max_avg_bits (logical) or max_weight_mb (container)"],
+        ["budget: set at least one of max_avg_bits (logical, whole model), max_model_mb (file)"],
     ),
     (
         "budget zero",
@@ -198,6 +201,36 @@ MALFORMED = [
         "mcu_tiny",
         _set("budget.max_weight_mb", float("inf")),
         ["budget.max_weight_mb:", "(got inf)"],
+    ),
+    (
+        "embedding bits 5",
+        "rpi5",
+        _set("embeddings.bits", 5),
+        ["embeddings.bits: Input should be 2, 3, 4 or 8", "(got 5)"],
+    ),
+    (
+        "embedding block not a power of two",
+        "rpi5",
+        _set("embeddings.block_size", 48),
+        ["embeddings.block_size: 48 is not a power of two >= 16"],
+    ),
+    (
+        "8-bit embeddings in blocks",
+        "rpi5",
+        _set("embeddings", {"bits": 8, "block_size": 32}),
+        ["embeddings: 8-bit tables are int8, symmetric, one scale per row"],
+    ),
+    (
+        "packed embeddings without BitShift",
+        "rpi5",
+        _set("onnx.op_sets", ["transformer", "qdq_weights"]),
+        ["embeddings: 4-bit tables need packed_gather in onnx.op_sets"],
+    ),
+    (
+        "embeddings a word",
+        "rpi5",
+        _set("embeddings", "int4"),
+        ["embeddings: Input should be a valid dictionary or instance of EmbeddingQuant", "(got 'int4')"],
     ),
     ("budget nan", "rpi5", _set("budget.max_avg_bits", float("nan")), ["budget.max_avg_bits:", "(got nan)"]),
     ("avg bits above 32", "rpi5", _set("budget.max_avg_bits", 33), ["budget.max_avg_bits:", "(got 33)"]),

@@ -46,8 +46,7 @@ scalars = st.one_of(
 values = st.recursive(
     scalars,
     lambda kids: (
-        st.lists(kids, max_size=4)
-        | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), kids, max_size=4)
+        st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), kids, max_size=4)
     ),
     max_leaves=10,
 )
@@ -82,9 +81,7 @@ def _delete(doc: dict, dotted: str) -> None:
 edits = st.one_of(
     st.tuples(st.just("set"), st.sampled_from(FIELDS), values),
     st.tuples(st.just("set"), st.sampled_from(FIELDS), targeted),
-    st.tuples(
-        st.just("set"), st.sampled_from(FIELDS) | st.text(min_size=1, max_size=8), scalars
-    ),  # unknown keys
+    st.tuples(st.just("set"), st.sampled_from(FIELDS) | st.text(min_size=1, max_size=8), scalars),  # unknown keys
     st.tuples(st.just("delete"), st.sampled_from(FIELDS), st.none()),
 )
 
@@ -131,12 +128,10 @@ def _check(path: Path, content: bytes) -> DeviceProfile | None:
             assert len(line) < 1000, line
         return None
     assert isinstance(profile, DeviceProfile) and profile.name == path.stem
-    assert profile.budget.max_avg_bits is not None or profile.budget.max_weight_mb is not None
+    b = profile.budget
+    assert b.max_avg_bits is not None or b.max_weight_mb is not None or b.max_model_mb is not None
     assert all(c.min_opset <= profile.onnx.opset for c in profile.weights.containers)
-    assert all(
-        any(profile.weights.container_for(b, s) for s in profile.weights.schemes)
-        for b in profile.weights.bits
-    )
+    assert all(any(profile.weights.container_for(b, s) for s in profile.weights.schemes) for b in profile.weights.bits)
     return profile
 
 
@@ -156,18 +151,12 @@ def test_mutated_profiles(fuzz_dir: Path, base: str, ops: list[tuple]) -> None:
 @given(
     base=st.sampled_from(sorted(SHIPPED)),
     ops=st.lists(edits, max_size=2),
-    field=st.sampled_from(
-        ["name", "budget", "max_avg_bits", "bits", "containers", "opset", "onnx", "accuracy"]
-    ),
+    field=st.sampled_from(["name", "budget", "max_avg_bits", "bits", "containers", "opset", "onnx", "accuracy"]),
     how=st.sampled_from(["tag", "alias"]),
     tag=st.sampled_from(TAGS),
-    anchored=st.sampled_from(
-        ["[4, 8]", "{max_drop: 1.0}", "21", "rpi5", "{<<: {max_drop: 2}}", "*shared", "&x [*x]"]
-    ),
+    anchored=st.sampled_from(["[4, 8]", "{max_drop: 1.0}", "21", "rpi5", "{<<: {max_drop: 2}}", "*shared", "&x [*x]"]),
 )
-def test_tags_and_aliases(
-    fuzz_dir: Path, base: str, ops: list, field: str, how: str, tag: str, anchored: str
-) -> None:
+def test_tags_and_aliases(fuzz_dir: Path, base: str, ops: list, field: str, how: str, tag: str, anchored: str) -> None:
     text = _mutated_text(base, ops)
     text = _tag_a_field(text, field, tag) if how == "tag" else _alias_a_field(text, field, anchored)
     _check(fuzz_dir / f"{base}.yaml", text.encode("utf-8"))
@@ -199,8 +188,6 @@ def test_random_documents(fuzz_dir: Path, doc) -> None:
 
 
 @SETTINGS
-@given(
-    content=st.binary(max_size=300) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))
-)
+@given(content=st.binary(max_size=300) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_random_bytes(fuzz_dir: Path, content: bytes) -> None:
     _check(fuzz_dir / "bytes.yaml", content)

@@ -43,9 +43,7 @@ def test_every_constraint_is_caught(profiles_dir, rpi5):
     base = _ok_config(rpi5, 3)
     cases = {
         "bits 2 not allowed": _replace(base, 0, bits=2),
-        "scheme asymmetric not allowed": _replace(
-            base, 1, scheme=Scheme.ASYMMETRIC, container=Container.UINT4
-        ),
+        "scheme asymmetric not allowed": _replace(base, 1, scheme=Scheme.ASYMMETRIC, container=Container.UINT4),
         "block size 16 not allowed": _replace(base, 2, block_size=16),
         "container int2 not allowed": _replace(base, 3, bits=2, container=Container.INT2),
         "do not fit int4": _replace(base, 4, bits=5),
@@ -56,15 +54,13 @@ def test_every_constraint_is_caught(profiles_dir, rpi5):
         assert all("'rpi5'" in p for p in problems)
     npu = load_profile(profiles_dir / "npu_int8.yaml")
     no_channel = npu.model_copy(update={"weights": npu.weights.model_copy(update={"per_channel": False})})
-    assert any(
-        "per-channel scales not allowed" in p for p in check_constraints(no_channel, _ok_config(npu, 8))
-    )
+    assert any("per-channel scales not allowed" in p for p in check_constraints(no_channel, _ok_config(npu, 8)))
 
 
 def test_budgets_are_caught(profiles_dir, rpi5):
     # 4 bits per channel on these shapes: 4 + 224 * 32 / 8192 = 4.875 bits per weight
     over = check_constraints(rpi5, _ok_config(rpi5, 4), SPECS)
-    assert over == ["profile 'rpi5': 4.8750 bits/weight over budget.max_avg_bits 4.25"]
+    assert over == ["profile 'rpi5': 4.8750 bits/parameter over budget.max_avg_bits 4.5"]
     mcu = load_profile(profiles_dir / "mcu_tiny.yaml")
     tight = mcu.model_copy(update={"budget": Budget(max_weight_mb=0.005)})
     # int4: 4,096 B of weights + 224 * 4 B of scales = 4,992 B fits 5,000 B; one int8 layer does not
@@ -118,4 +114,4 @@ def test_adapter_branch_needs_a_profile_that_allows_it(profiles_dir, rpi5):
     ]
     assert check_constraints(roomy.model_copy(update={"adapter_branch": True}), config, SPECS) == []
     over = check_constraints(rpi5.model_copy(update={"adapter_branch": True}), config, SPECS)
-    assert over == ["profile 'rpi5': 5.6719 bits/weight over budget.max_avg_bits 4.25"]
+    assert over == ["profile 'rpi5': 5.6719 bits/parameter over budget.max_avg_bits 4.5"]

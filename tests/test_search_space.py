@@ -98,7 +98,7 @@ def test_unreachable_budget_names_profile_budget_and_smallest_cost(profiles_dir)
     with pytest.raises(BadInputError) as err:
         require_reachable([agg, load_profile(profiles_dir / "rpi5.yaml")], specs)
     (message,) = err.value.problems
-    assert message.startswith(str(profiles_dir / "aggressive_2bit.yaml")) and "max_avg_bits 2.5" in message
+    assert message.startswith(str(profiles_dir / "aggressive_2bit.yaml")) and "max_avg_bits 2.75" in message
     assert "2.8750 bits/weight" in message  # 2 + 448 * 32 / 16384
 
 

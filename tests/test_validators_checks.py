@@ -110,14 +110,13 @@ def test_ops_violations_listed_by_node_name():
         helper.make_tensor("w", TensorProto.UINT8, [4, 1, 8], bytes(32), raw=True),
         numpy_helper.from_array(np.zeros(4, np.float16), "half"),
     ]
-    res = check_ops(_model(nodes, inits), _profile("rpi5"))
+    float_tables = _profile("rpi5").model_copy(update={"embeddings": None})  # no packed, fp16-scaled tables
+    res = check_ops(_model(nodes, inits), float_tables)
     assert res.op_violations == ["fused_mm: com.microsoft::MatMulNBits"]  # Relu is in the transformer op set
     assert res.dtype_violations == ["w: UINT8", "half: FLOAT16"]  # rpi5 containers: int4, int8
     assert res.op_counts == {"Relu": 1, "com.microsoft::MatMulNBits": 1}
     rpi5 = _profile("rpi5")
-    extra = rpi5.model_copy(
-        update={"onnx": rpi5.onnx.model_copy(update={"extra_ops": ["com.microsoft::MatMulNBits"]})}
-    )
+    extra = rpi5.model_copy(update={"onnx": rpi5.onnx.model_copy(update={"extra_ops": ["com.microsoft::MatMulNBits"]})})
     assert check_ops(_model(nodes, inits), extra).op_violations == []
 
 
@@ -159,7 +158,8 @@ def test_size_counts_graph_bytes_against_config_and_budget(tmp_path):
         path.stat().st_size,
     )
     assert res.logical_bits_per_weight == 8.0  # 4 bits + a 32-bit scale per 8 weights
-    assert res.failures == ["size: 8.000 logical bits per weight > budget 4.25"]
+    assert res.n_params == 32 and res.bits_per_param == 8.0  # the scales are the layer's, not parameters
+    assert res.failures == ["size: 8.000 logical bits per parameter of the whole model > budget.max_avg_bits 4.5"]
     md_bad = ExportMetadata(profile="rpi5", bit_config=cfg, layer_tensors={"l": ["l.scale"]})
     assert (
         "size: layer 'l': 16 bytes in the graph, the bit config says 32"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -56,7 +57,8 @@ def _validate(setup, **overrides):
         latency_shapes=((1, SEQ), (8, SEQ)),
         latency=False,
     )
-    return validate(result.model_path, overrides.pop("profile", profile), **(kwargs | overrides))
+    path = overrides.pop("model_path", result.model_path)
+    return validate(path, overrides.pop("profile", profile), **(kwargs | overrides))
 
 
 def test_good_export_passes_every_check(setup):
@@ -65,8 +67,7 @@ def test_good_export_passes_every_check(setup):
     checks = report.to_dict()["checks"]
     assert set(checks) == {"ops", "profile", "size", "kernels", "fidelity", "accuracy", "cross_check", "latency"}
     assert (
-        checks["fidelity"]["exact"]["max_abs_diff"] <= 1e-4
-        and checks["fidelity"]["exact"]["top1_agreement"] == 100.0
+        checks["fidelity"]["exact"]["max_abs_diff"] <= 1e-4 and checks["fidelity"]["exact"]["top1_agreement"] == 100.0
     )
     assert checks["fidelity"]["device"] is not None
     assert checks["cross_check"]["max_abs_diff"] <= 1e-4
@@ -160,13 +161,9 @@ def test_int8_activations_judged_on_the_weights_only_view(tmp_path):
     """npu_int8: fidelity gates on the graph with activation Q/DQ bypassed; the full graph is reported."""
     model, tok = load_model(tiny_model_dir(tmp_path / "tiny"), CORPUS.label_names)
     npu = _profile("npu_int8")
-    cfg = config_from_bits(
-        quantizable_layers(model), 8, scheme=Scheme.SYMMETRIC, containers=npu.weights.container_for
-    )
+    cfg = config_from_bits(quantizable_layers(model), 8, scheme=Scheme.SYMMETRIC, containers=npu.weights.container_for)
     qmodel = quantize_model(model, cfg)
-    result = export_model(
-        qmodel, tok, npu, cfg, tmp_path / "npu" / "model.onnx", calibration_texts=CORPUS.texts[::2]
-    )
+    result = export_model(qmodel, tok, npu, cfg, tmp_path / "npu" / "model.onnx", calibration_texts=CORPUS.texts[::2])
     reference = predict_logits(twin_of(qmodel, result), tok, TEXTS).numpy()  # activations in float
     report = validate(
         result.model_path,
@@ -181,9 +178,32 @@ def test_int8_activations_judged_on_the_weights_only_view(tmp_path):
     checks = report.to_dict()["checks"]
     fidelity = checks["fidelity"]
     assert fidelity["passed"] and fidelity["exact"]["max_abs_diff"] <= 1e-4
-    # per block: one pair each on the q/k/v input, the attention output, the FFN input and the FFN output
-    assert fidelity["activation_pairs_bypassed"] == 8
+    # per block: one pair each on the q/k/v input, the attention output, the FFN input and the FFN output;
+    # then the int8 pooler's and classifier's inputs
+    assert fidelity["activation_pairs_bypassed"] == 8 + 2
     fake_quant = predict_logits(twin_of(qmodel, result, activations=True), tok, TEXTS).numpy()
     assert fidelity["full_graph_exact"]["max_abs_diff"] >= np.abs(fake_quant - reference).max() / 2 > 0
     # the opset-13 graph is lifted to opset 19 for the reference evaluator, and the lift is recorded
     assert checks["cross_check"]["passed"] and "from opset 13 to 19" in checks["cross_check"]["note"]
+
+
+def test_a_3_bit_layer_holding_a_4_is_caught_from_the_graph(setup, tmp_path):
+    """Validation unpacks the shipped integers: an int4 initializer of a layer the bit config calls 3-bit
+    may only hold [-3, 3]; one 4 written into it fails (exit 3), whatever the metadata says."""
+    _, _, result, _, _ = setup
+    model = onnx.load(str(result.model_path))
+    name = "bert.encoder.layer.0.attention.self.query.qweight"
+    init = next(i for i in model.graph.initializer if i.name == name)
+    values = onnx.numpy_helper.to_array(init).copy()
+    values.flat[0] = 4
+    init.CopyFrom(onnx.numpy_helper.from_array(values, name))  # still INT4, still the same bytes
+    tampered = tmp_path / "model.onnx"
+    onnx.save(model, str(tampered))
+    report = _validate(setup, model_path=tampered)
+    assert any(
+        "layer 'bert.encoder.layer.0.attention.self.query': integers span [-3, 4], outside the 3-bit symmetric" in f
+        for f in report.failures
+    ), report.failures
+    with pytest.raises(ValidationFailedError) as err:
+        report.raise_if_failed()
+    assert err.value.exit_code == 3

@@ -93,11 +93,12 @@ class SearchCommand(Command):
 
     def run(self, args):
         from toolchain.adapter import Run
-        from toolchain.build.stages import profiles_or_default, search_run, write_search
+        from toolchain.build.stages import profiles_or_default, run_search_profiles, search_run, write_search
 
-        profiles = profiles_or_default(args.profile)
         require_writable(args.out, "--out", directory=False)
-        result = search_run(Run.load(args.run), profiles, seed=args.seed)
+        run = Run.load(args.run)
+        profiles = run_search_profiles(run, profiles_or_default(args.profile))
+        result = search_run(run, profiles, seed=args.seed)
         write_search(result, profiles, args.out)
         for sel in result.selections:
             print(f"{sel.profile}: {sel.config.summary()}, validation accuracy {sel.metrics.accuracy:.2f} %")

@@ -20,8 +20,9 @@ def print_profiles(profiles: list[DeviceProfile]) -> None:
         budget = ", ".join(
             x
             for x in (
-                f"{p.budget.max_avg_bits} bits/w" if p.budget.max_avg_bits else "",
-                f"{p.budget.max_weight_mb} MB" if p.budget.max_weight_mb else "",
+                f"{p.budget.max_avg_bits} bits/param" if p.budget.max_avg_bits else "",
+                f"file {p.budget.max_model_mb} MB" if p.budget.max_model_mb else "",
+                f"layers {p.budget.max_weight_mb} MB" if p.budget.max_weight_mb else "",
             )
             if x
         )
@@ -41,11 +42,12 @@ def print_profiles(profiles: list[DeviceProfile]) -> None:
 
 
 def print_results(results) -> None:
-    """One row per device: bits, size, accuracy vs float, fidelity, latency, pass/fail."""
+    """One row per device: bits per parameter (whole model), size, accuracy vs float, fidelity, latency,
+    pass/fail."""
     t = Table(title="edgeq build")
     for col in (
         "device",
-        "bits/w",
+        "bits/param",
         "container MB",
         "file MB",
         "acc %",
@@ -64,7 +66,7 @@ def print_results(results) -> None:
         ratios = m.latency.get("ratios", {})
         t.add_row(
             r.profile,
-            f"{m.sizes.logical_bits_per_weight:.2f}",
+            _fmt(m.sizes.bits_per_param, ".2f"),
             f"{m.sizes.quantized_weight_container_bytes / 1e6:.2f}",
             f"{m.sizes.file_bytes / 1e6:.2f}",
             _fmt(m.accuracy["onnx"], ".2f"),

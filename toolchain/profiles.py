@@ -9,7 +9,7 @@ from __future__ import annotations
 import reprlib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -33,6 +33,7 @@ class OpSet(StrEnum):
     QDQ_WEIGHTS = "qdq_weights"  # DequantizeLinear on integer weights
     QDQ_ACTIVATIONS = "qdq_activations"  # QuantizeLinear/DequantizeLinear pairs on activations
     INT8_DYNAMIC = "int8_dynamic"  # run-time activation quantization feeding integer MatMuls
+    PACKED_GATHER = "packed_gather"  # bit fields of gathered 2/3/4-bit embedding rows unpacked with BitShift
 
 
 OP_SETS: dict[OpSet, frozenset[str]] = {
@@ -44,6 +45,7 @@ OP_SETS: dict[OpSet, frozenset[str]] = {
     OpSet.QDQ_WEIGHTS: frozenset({"DequantizeLinear"}),
     OpSet.QDQ_ACTIVATIONS: frozenset({"QuantizeLinear", "DequantizeLinear"}),
     OpSet.INT8_DYNAMIC: frozenset({"DynamicQuantizeLinear", "MatMulInteger"}),
+    OpSet.PACKED_GATHER: frozenset({"BitShift"}),
 }
 
 
@@ -56,7 +58,7 @@ class ActivationQuant(StrEnum):
 
 
 class TensorQuant(StrEnum):
-    """How weights outside the searched layers are stored: as trained, or int8 rounded to nearest."""
+    """How the head Linears (outside the searched layers) are stored: as trained, or int8 rounded to nearest."""
 
     FLOAT = "float"
     INT8 = "int8"
@@ -66,18 +68,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class EmbeddingQuant(_Strict):
+    """Integer embedding tables (docs/embeddings.md): `bits` per entry, one fp16 scale per row or per
+    `block_size` entries of a row and, when asymmetric, a `bits`-bit zero point per group. 8 bits: int8
+    entries, symmetric, per row; 2, 3 and 4 bits: unsigned bit fields packed in bytes (3 bits in 4-bit
+    fields), unpacked after the gather."""
+
+    bits: Literal[2, 3, 4, 8]
+    scheme: Scheme = Scheme.SYMMETRIC
+    block_size: int | None = Field(default=None, ge=16)
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, v: int | None) -> int | None:
+        if v is not None and v & (v - 1):
+            raise ValueError(f"{v} is not a power of two >= 16")
+        return v
+
+    @model_validator(mode="after")
+    def _eight_is_per_row(self) -> EmbeddingQuant:
+        if self.bits == 8 and (self.scheme is not Scheme.SYMMETRIC or self.block_size is not None):
+            raise ValueError("8-bit tables are int8, symmetric, one scale per row: drop scheme and block_size")
+        return self
+
+    @property
+    def field_bits(self) -> int:
+        """Bits each entry takes in the file: 3-bit entries sit in 4-bit fields."""
+        return 4 if self.bits == 3 else self.bits
+
+    def label(self) -> str:
+        gran = "per row" if self.block_size is None else f"block {self.block_size}"
+        return f"int{self.bits} {self.scheme} {gran}"
+
+
+def _embedding_shorthand(v: Any) -> Any:
+    """`float` keeps the tables as trained; `int8` is `{bits: 8}`."""
+    if v == "float":
+        return None
+    if v == "int8":
+        return {"bits": 8}
+    return v
+
+
 class Budget(_Strict):
     max_avg_bits: float | None = Field(
         default=None, gt=0, le=32, allow_inf_nan=False, description="logical bits per weight"
     )
     max_weight_mb: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False, description="quantized-weight container MB"
+        default=None, gt=0, allow_inf_nan=False, description="container MB of the searched layers' weights"
     )
+    max_model_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="model file MB")
 
     @model_validator(mode="after")
     def _at_least_one(self) -> Budget:
-        if self.max_avg_bits is None and self.max_weight_mb is None:
-            raise ValueError("set at least one of max_avg_bits (logical) or max_weight_mb (container)")
+        if self.max_avg_bits is None and self.max_weight_mb is None and self.max_model_mb is None:
+            raise ValueError(
+                "set at least one of max_avg_bits (logical, whole model), max_model_mb (file) "
+                "or max_weight_mb (searched layers' containers)"
+            )
         return self
 
 
@@ -144,13 +192,18 @@ class DeviceProfile(_Strict):
     weights: WeightSpec
     onnx: OnnxSpec
     activations: ActivationQuant = ActivationQuant.NONE
-    embeddings: TensorQuant = TensorQuant.FLOAT  # every embedding table: int8 rows, one scale per row
+    embeddings: EmbeddingQuant | None = None  # every embedding table; None (`float`): as trained
     head: TensorQuant = TensorQuant.FLOAT  # the other Linears (pooler, classifier): int8 per output channel
     # the device may run a separate int8 low-rank adapter branch beside the integer weights: the build then
     # ships merged integers or the branch, whichever scores better (manifest `variant`; toolchain.build.branch)
     adapter_branch: bool = False
     accuracy: Accuracy
     _source: Path | None = PrivateAttr(default=None)  # the file it was loaded from, for messages
+
+    @field_validator("embeddings", mode="before")
+    @classmethod
+    def _embedding_words(cls, v: Any) -> Any:
+        return _embedding_shorthand(v)
 
     @property
     def where(self) -> str:
@@ -204,6 +257,9 @@ def _cross_field_problems(p: DeviceProfile) -> list[str]:
         problems.append("activations: int8_static needs qdq_activations in onnx.op_sets")
     if p.activations is ActivationQuant.INT8_DYNAMIC:
         problems += _dynamic_problems(p)
+    e = p.embeddings
+    if e is not None and e.bits < 8 and OpSet.PACKED_GATHER not in p.onnx.op_sets:
+        problems.append(f"embeddings: {e.bits}-bit tables need packed_gather in onnx.op_sets (BitShift unpacks them)")
     if OpSet.QDQ_WEIGHTS not in p.onnx.op_sets:
         problems.append("onnx.op_sets: qdq_weights is required (integer weights feed DequantizeLinear)")
     return problems

@@ -81,6 +81,14 @@ class KernelResult:
         return result_dict(self) | {"on_path": self.on_path, "flag": self.flag}
 
 
+def layers_on_path(md, activations: ActivationQuant) -> int:
+    """Quantized layers the path's kernels must run: every stored layer, and an int8 head (pooler,
+    classifier) on the dynamic path only; on the weight-only and static paths onnxruntime computes the
+    head's Gemm in float from its dequantized int8 weights."""
+    head = md.head_tensors if activations is ActivationQuant.INT8_DYNAMIC else {}
+    return len(md.bit_config.stored_layers()) + len(head)
+
+
 def optimized_op_counts(model_path: Path, threads: int = runner.THREADS) -> Counter:
     """Node type -> count in the graph onnxruntime runs (default optimizations, CPU provider)."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,8 @@
 - node (domain, op_type): allowed when `profile.onnx.allowed_ops()` holds the op type (default domain) or
   `domain::OpType` (any other domain);
 - initializer dtypes: float32, int64 (shapes, axes), the profile's weight containers, int8 for an int8
-  embedding table or an int8 adapter branch (`adapter_branch`), uint8/int8 zero points of static int8
+  embedding table, int8 head or an int8 adapter branch (`adapter_branch`), uint8 for packed 2/3/4-bit
+  embedding fields, fp16 for embedding scales, uint8/int8 zero points of static int8
   activations;
 - the model's default-domain opset and IR version are the profile's opset and the smallest IR version that
   carries it. Violations are listed by node or initializer name.
@@ -30,10 +31,13 @@ def op_key(node: onnx.NodeProto) -> str:
 
 def allowed_dtypes(profile: DeviceProfile) -> set[int]:
     allowed = {TensorProto.FLOAT, TensorProto.INT64} | {c.onnx_type for c in profile.weights.containers}
-    if TensorQuant.INT8 in (profile.embeddings, profile.head) or profile.adapter_branch:
+    e = profile.embeddings
+    if (e is not None and e.bits == 8) or profile.head is TensorQuant.INT8 or profile.adapter_branch:
         allowed.add(TensorProto.INT8)
-    if profile.embeddings is TensorQuant.INT8:
-        allowed.add(TensorProto.FLOAT16)  # per-row embedding scales
+    if e is not None:
+        allowed.add(TensorProto.FLOAT16)  # embedding scales
+    if e is not None and e.bits < 8:
+        allowed.add(TensorProto.UINT8)  # packed embedding fields and their BitShift amounts
     if profile.activations in (ActivationQuant.INT8_STATIC, ActivationQuant.INT8_DYNAMIC):
         allowed |= {TensorProto.UINT8, TensorProto.INT8}
     return allowed
@@ -83,9 +87,7 @@ def check_ops(model: onnx.ModelProto, profile: DeviceProfile) -> OpsResult:
     counts: dict[str, int] = {}
     for node in model.graph.node:
         counts[op_key(node)] = counts.get(op_key(node), 0) + 1
-    bad_ops = [
-        f"{n.name or '(unnamed)'}: {op_key(n)}" for n in model.graph.node if op_key(n) not in allowed_ops
-    ]
+    bad_ops = [f"{n.name or '(unnamed)'}: {op_key(n)}" for n in model.graph.node if op_key(n) not in allowed_ops]
     bad_types = [
         f"{i.name}: {TensorProto.DataType.Name(i.data_type)}"
         for i in model.graph.initializer

@@ -29,7 +29,7 @@ from toolchain.validators import runner
 from toolchain.validators.accuracy import check_accuracy
 from toolchain.validators.cross_check import DEFAULT_SAMPLES, cross_check
 from toolchain.validators.fidelity import DEFAULT_TOLERANCE, check_fidelity
-from toolchain.validators.kernels import check_kernels
+from toolchain.validators.kernels import check_kernels, layers_on_path
 from toolchain.validators.latency import DYNAMIC_INT8, FLOAT, SHAPES, dynamic_int8_reference, measure_latency
 from toolchain.validators.ops import check_ops
 from toolchain.validators.result import CheckError, CheckSkipped, ValidationReport, result_dict
@@ -52,8 +52,7 @@ class ProfileMatch:
         if self.exported_for == self.validated_against:
             return []
         return [
-            f"profile: the model was exported for {self.exported_for!r}, "
-            f"validated against {self.validated_against!r}"
+            f"profile: the model was exported for {self.exported_for!r}, validated against {self.validated_against!r}"
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,14 +194,12 @@ def _static_checks(path: Path, model: onnx.ModelProto, profile: DeviceProfile) -
         return out
     out["profile"] = ProfileMatch("profile", md.profile, profile.name)
     out["size"] = _guard("size", lambda: check_size(path, model, md, profile))
-    n_layers = len(md.bit_config.stored_layers()) + len(md.head_tensors)
+    n_layers = layers_on_path(md, profile.activations)
     out["kernels"] = _guard("kernels", lambda: check_kernels(path, profile.activations, n_layers))
     return out
 
 
-def _runtime_checks(
-    path: Path, model: onnx.ModelProto, profile: DeviceProfile, inp: _Inputs
-) -> dict[str, Any]:
+def _runtime_checks(path: Path, model: onnx.ModelProto, profile: DeviceProfile, inp: _Inputs) -> dict[str, Any]:
     runs = _guard("onnxruntime", lambda: _run_modes(path, model, inp))
     if isinstance(runs, CheckError):
         return {"fidelity": runs, "accuracy": runs}

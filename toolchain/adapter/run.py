@@ -35,7 +35,8 @@ from toolchain.models import LayerSpec, quantizable_layers
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import apply_quantized
 
-RUN_FORMAT = 2  # 2: validation and test interleave classes (toolchain.data.split); stored logits follow
+RUN_FORMAT = 3  # 2: validation and test interleave classes (toolchain.data.split); stored logits follow
+# 3: the training set is drawn around whole-model budgets (toolchain.whole_model)
 RUN_JSON, MANIFEST = "run.json", "manifest.json"
 
 

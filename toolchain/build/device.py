@@ -123,6 +123,7 @@ def _manifest(ctx, profile, config, variant, export, report, stage: Path) -> Man
         bit_config=config,
         variant=variant,
         sizes=Sizes(
+            bits_per_param=r["checks"].get("size", {}).get("bits_per_param"),
             logical_bits_per_weight=config.avg_bits,
             container_bits_per_weight=config.container_bits_per_weight,
             quantized_weight_container_bytes=config.container_bytes,

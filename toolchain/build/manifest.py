@@ -27,11 +27,12 @@ class TokenizerSettings(BaseModel):
 class Sizes(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    logical_bits_per_weight: float
+    bits_per_param: float | None = None  # logical bits per parameter of the whole graph (None: not measured)
+    logical_bits_per_weight: float  # the searched layers only
     container_bits_per_weight: float
     quantized_weight_container_bytes: int
     file_bytes: int
-    breakdown: dict[str, int]  # embeddings, quantized weights, scales, other float
+    breakdown: dict[str, int]  # quantized weights, scales, embeddings, head, other float
 
 
 class Manifest(BaseModel):

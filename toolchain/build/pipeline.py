@@ -56,6 +56,7 @@ class Inputs:
     """Everything checked before any long work starts (bad input exits 2 here)."""
 
     profiles: list[DeviceProfile]
+    search_profiles: list[DeviceProfile]  # the same, budgets left for the searched layers (whole_model)
     model_dir: Path
     dataset: TextDataset
     specs: list[LayerSpec]
@@ -64,16 +65,16 @@ class Inputs:
 
 def check_inputs(s: BuildSettings) -> Inputs:
     from toolchain.exporters.float_graph import check_exportable
-    from toolchain.search import require_reachable
+    from toolchain.whole_model import search_profiles
 
     profiles = profiles_or_default(s.profiles)
     dataset = load_dataset(s.data)
     model_dir = Path(s.model) if s.model else default_model_path()
     model, tokenizer = load_model(model_dir, dataset.label_names)
     specs = quantizable_layers(model)
-    require_reachable(profiles, specs)  # a budget nothing can meet names the smallest achievable cost
+    search = search_profiles(profiles, model, specs)  # a budget nothing can meet names the smallest cost
     check_exportable(model, tokenizer, min(p.onnx.opset for p in profiles), model_dir)
-    return Inputs(profiles, model_dir, dataset, specs, model_sha256(model_dir))
+    return Inputs(profiles, search, model_dir, dataset, specs, model_sha256(model_dir))
 
 
 def build(s: BuildSettings) -> list[BuildResult]:
@@ -127,9 +128,9 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, s
     )
     stages["training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": run.info["timings_s"]}
     t = time.perf_counter()
-    result = search_run(run, inputs.profiles, seed=s.seed, progress=s.progress)
+    result = search_run(run, inputs.search_profiles, seed=s.seed, progress=s.progress)
     stages["search_wall_s"] = round(time.perf_counter() - t, 1)
-    write_search(result, inputs.profiles, staged / "search.json")
+    write_search(result, inputs.search_profiles, staged / "search.json")
     ctx = DeviceContext(
         run=run,
         model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
@@ -162,13 +163,13 @@ def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceC
     from toolchain.build.branch import VariantChoice, branch_ranks, choose_variant
 
     t = time.perf_counter()
-    brun = train_branch_run(run, inputs.model_dir, inputs.dataset, inputs.profiles, progress=s.progress)
+    brun = train_branch_run(run, inputs.model_dir, inputs.dataset, inputs.search_profiles, progress=s.progress)
     if brun is None:
         unfit = dict.fromkeys(branch_ranks(run.settings.rank))
         rank = run.settings.rank
         return {
             p.name: VariantChoice(p.name, rank, result.selection(p.name), None, unfit)
-            for p in inputs.profiles
+            for p in inputs.search_profiles
             if p.adapter_branch
         }, None
     stages["branch_training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": brun.info["timings_s"]}
@@ -185,7 +186,7 @@ def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceC
             branch_ranks(brun.settings.rank),
             seed=s.seed,
         )
-        for p in inputs.profiles
+        for p in inputs.search_profiles
         if p.adapter_branch
     }
     stages["branch_search_wall_s"] = round(time.perf_counter() - t, 1)

@@ -140,7 +140,8 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
         (f"onnxruntime accuracy (default optimizations{_first(acc)})", _default_optimizations(acc)),
         ("float reference accuracy", _num(acc["float_reference"], " %")),
         ("drop (allowed)", f"{_num(acc['drop'], ' pts')} ({m.profile['accuracy']['max_drop']} pts)"),
-        ("logical bits / weight", f"{m.sizes.logical_bits_per_weight:.3f}"),
+        ("logical bits / parameter (whole model)", _num(m.sizes.bits_per_param, "")),
+        ("logical bits / weight (searched layers)", f"{m.sizes.logical_bits_per_weight:.3f}"),
         ("container bits / weight", f"{m.sizes.container_bits_per_weight:.3f}"),
         ("quantized weight bytes", f"{m.sizes.quantized_weight_container_bytes:,}"),
         ("model file bytes", f"{m.sizes.file_bytes:,}"),
@@ -190,7 +191,7 @@ def index_report(manifests: list[Manifest], front_svg: str | None) -> str:
         (
             f"{m.profile['name']}",
             m.status,
-            round(m.sizes.logical_bits_per_weight, 3),
+            _num(m.sizes.bits_per_param, ""),
             round(m.sizes.file_bytes / 1e6, 2),
             _num(m.accuracy["onnx"], ""),
             _num(m.accuracy["float_reference"], ""),
@@ -204,7 +205,7 @@ def index_report(manifests: list[Manifest], front_svg: str | None) -> str:
     )
     body = (
         "<h1>edgeq build</h1><p class='sub'>one fine-tuning run, one verified package per device</p>"
-        + _table(rows, ("device", "status", "bits/weight", "file MB", "accuracy %", "float %", "max |Δlogit|"))
+        + _table(rows, ("device", "status", "bits/param", "file MB", "accuracy %", "float %", "max |Δlogit|"))
         + f"<p>{links}</p><h3>Pareto front</h3>{inline_svg(front_svg)}"
     )
     return _page("edgeq build", body)

@@ -1,4 +1,5 @@
-"""Where a package's bytes go: integer weights, their scales, embeddings and the remaining float tensors."""
+"""Where a package's bytes go: integer weights, their scales, embeddings, the head and the remaining float
+tensors."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def size_breakdown(onnx_path: Path) -> dict[str, int]:
     integers = {names[0] for names in md.layer_tensors.values()}  # listed integers, scale, zero point
     scales = {n for names in md.layer_tensors.values() for n in names[1:]}
     embeddings = set(md.embedding_tensors)
-    parts = {"quantized weight integers": 0, "scales and zero points": 0, "embeddings": 0, "other float": 0}
+    head = {n for names in md.head_tensors.values() for n in names}
+    parts = {"quantized weight integers": 0, "scales and zero points": 0, "embeddings": 0, "head": 0, "other float": 0}
     for t in model.graph.initializer:
         if t.name in integers:
             part = "quantized weight integers"
@@ -25,6 +27,8 @@ def size_breakdown(onnx_path: Path) -> dict[str, int]:
             part = "scales and zero points"
         elif t.name in embeddings or "embeddings" in t.name:
             part = "embeddings"
+        elif t.name in head:
+            part = "head"
         else:
             part = "other float"
         parts[part] += tensor_nbytes(t)

@@ -42,11 +42,14 @@ def train_run(
     forward: str = "merged",
 ):
     """Train (or resume, or reuse) the run in `out`: float fine-tune, quantized base, adapter (`forward`:
-    "merged" integers, or "branch", frozen integers plus an adapter branch; TrainSettings.forward)."""
+    "merged" integers, or "branch", frozen integers plus an adapter branch; TrainSettings.forward).
+    `profiles` are device profiles: the training set is drawn around their search budgets
+    (toolchain.whole_model.search_profiles)."""
     from toolchain.adapter import train
     from toolchain.models import load_model, quantizable_layers
     from toolchain.search import ParetoConfigSource
     from toolchain.search.sensitivity import module_type
+    from toolchain.whole_model import search_profiles
 
     dataset = load_dataset(data)
     model_dir = Path(model) if model else default_model_path()
@@ -55,8 +58,10 @@ def train_run(
     settings = training_settings(profiles, **overrides)
     source = None
     if profiles:
-        specs = quantizable_layers(load_model(model_dir, dataset.label_names)[0])
-        source = ParetoConfigSource.for_profiles(profiles, specs, seed=seed, probe_group=module_type)
+        net = load_model(model_dir, dataset.label_names)[0]
+        specs = quantizable_layers(net)
+        budgets = search_profiles(profiles, net, specs)
+        source = ParetoConfigSource.for_profiles(budgets, specs, seed=seed, probe_group=module_type)
     run = train(model_dir, dataset, out, settings, config_source=source, progress=progress)
     if source is not None and source.history:
         atomic_write_json(Path(out).parent / f"{Path(out).name}.training_set.json", source.history)
@@ -64,7 +69,7 @@ def train_run(
 
 
 def train_branch_run(merged, model_dir: Path, dataset, profiles: Sequence[DeviceProfile], *, progress=True):
-    """The adapter-branch run for the profiles that allow a branch (None when none does, or none can afford
+    """The adapter-branch run for the (search) profiles that allow a branch (None when none does, or none can afford
     one): their bits and grids, `forward="branch"`, `merged`'s seed, rank and float fine-tune (copied, not
     recomputed), half its steps, on the base configurations those profiles can ship beside a branch
     (toolchain.build.branch). `model_dir` and `dataset` (a TextDataset) are the merged run's."""
@@ -118,6 +123,7 @@ SEARCH_DOCS = 56  # validation documents per score, classes interleaved: 1.4-1.8
 
 def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progress: bool = True, scorer=None):
     """Best configuration per profile, scored with the trained adapter on a fixed validation subset.
+    `profiles` are search profiles (toolchain.whole_model.search_profiles / `run_search_profiles`).
 
     The sensitivities the run's training measured (by module type, the configurations the search would
     probe) seed the search; a run without them is probed first (7 more scores on MiniLM). `scorer` replaces
@@ -167,11 +173,18 @@ def profiles_or_default(paths: Sequence[Path] | None) -> list[DeviceProfile]:
     return load_profiles(list(paths) if paths else [default_profiles_dir()])
 
 
+def run_search_profiles(run, profiles: Sequence[DeviceProfile]) -> list[DeviceProfile]:
+    """The search profiles of device `profiles` for a run's model."""
+    from toolchain.whole_model import search_profiles
+
+    return search_profiles(profiles, run.float_model(), run.specs)
+
+
 def config_for(run, profile: DeviceProfile, bits_config: Path | None, seed: int = 0) -> BitConfig:
     """The given BitConfig file, or the searched best one for `profile`."""
     if bits_config is not None:
         return BitConfig.load(bits_config)
-    result = search_run(run, [profile], seed=seed)
+    result = search_run(run, run_search_profiles(run, [profile]), seed=seed)
     return result.selection(profile.name).config
 
 

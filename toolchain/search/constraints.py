@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from toolchain.bitconfig import BitConfig, LayerBits
 from toolchain.models import LayerSpec
 from toolchain.profiles import DeviceProfile
+from toolchain.whole_model import OutsideCost
 
 _SCALE_BITS = 32  # fp32 scales (docs/onnxruntime.md: fp16 scales break onnxruntime's fusion)
 _MB = 1_000_000
 _SLACK = 1e-9  # relative: only float rounding of the average may pass over a cap
+NOTHING_OUTSIDE = OutsideCost(0, 0, 0)  # no parameters outside the searched layers: layer-level budgets
 
 
 def _integer_range(bits: int, scheme: str) -> tuple[int, int]:
@@ -56,26 +58,20 @@ def _layer_problems(p: DeviceProfile, name: str, lb: LayerBits) -> list[str]:
     if lb.bits not in w.bits:
         out.append(f"{where}: bits {lb.bits} not allowed (weights.bits: {list(w.bits)})")
     if str(lb.scheme) not in {str(s) for s in w.schemes}:
-        out.append(
-            f"{where}: scheme {lb.scheme} not allowed (weights.schemes: {[str(s) for s in w.schemes]})"
-        )
+        out.append(f"{where}: scheme {lb.scheme} not allowed (weights.schemes: {[str(s) for s in w.schemes]})")
     if lb.block_size is None and not w.per_channel:
         out.append(f"{where}: per-channel scales not allowed (weights.per_channel: false)")
     if lb.block_size is not None and lb.block_size not in w.block_sizes:
-        out.append(
-            f"{where}: block size {lb.block_size} not allowed (weights.block_sizes: {list(w.block_sizes)})"
-        )
+        out.append(f"{where}: block size {lb.block_size} not allowed (weights.block_sizes: {list(w.block_sizes)})")
     if str(lb.container) not in {str(c) for c in w.containers}:
         out.append(
-            f"{where}: container {lb.container} not allowed "
-            f"(weights.containers: {[str(c) for c in w.containers]})"
+            f"{where}: container {lb.container} not allowed (weights.containers: {[str(c) for c in w.containers]})"
         )
     lo, hi = _integer_range(lb.bits, str(lb.scheme))
     _, cmin, cmax = _container_range(str(lb.container))
     if lo < cmin or hi > cmax:
         out.append(
-            f"{where}: {lb.bits}-bit {lb.scheme} integers [{lo}, {hi}] "
-            f"do not fit {lb.container} [{cmin}, {cmax}]"
+            f"{where}: {lb.bits}-bit {lb.scheme} integers [{lo}, {hi}] do not fit {lb.container} [{cmin}, {cmax}]"
         )
     return out
 
@@ -88,16 +84,11 @@ def _shape_problems(p: DeviceProfile, config: BitConfig, specs: Sequence[LayerSp
         if n not in want
     ]
     out += [
-        f"profile {p.name!r}: layer {n!r} of the model has no configuration"
-        for n in want
-        if n not in config.layers
+        f"profile {p.name!r}: layer {n!r} of the model has no configuration" for n in want if n not in config.layers
     ]
     for n, lb in config.layers.items():
         if n in want and (lb.out_features, lb.in_features) != want[n]:
-            out.append(
-                f"profile {p.name!r}: layer {n!r} shape {(lb.out_features, lb.in_features)} "
-                f"!= model {want[n]}"
-            )
+            out.append(f"profile {p.name!r}: layer {n!r} shape {(lb.out_features, lb.in_features)} != model {want[n]}")
     return out
 
 
@@ -114,25 +105,33 @@ def _branch_costs(config: BitConfig) -> list[tuple[int, int]]:
     return out
 
 
-def _budget_problems(p: DeviceProfile, config: BitConfig) -> list[str]:
+def _budget_problems(p: DeviceProfile, config: BitConfig, outside: OutsideCost) -> list[str]:
     costs = [_layer_costs(lb) for lb in config.layers.values()] + _branch_costs(config)
     n = sum(lb.out_features * lb.in_features for lb in config.layers.values())
-    avg = sum(c[0] for c in costs) / n
+    avg = (sum(c[0] for c in costs) + outside.logical_bits) / (n + outside.n_params)
     mb = sum(c[1] for c in costs) / _MB
+    params_mb = mb + outside.stored_bytes / _MB
     out, b = [], p.budget
     if b.max_avg_bits is not None and avg > b.max_avg_bits * (1 + _SLACK):
-        out.append(f"profile {p.name!r}: {avg:.4f} bits/weight over budget.max_avg_bits {b.max_avg_bits}")
+        out.append(f"profile {p.name!r}: {avg:.4f} bits/parameter over budget.max_avg_bits {b.max_avg_bits}")
     if b.max_weight_mb is not None and mb > b.max_weight_mb * (1 + _SLACK):
         out.append(f"profile {p.name!r}: {mb:.4f} MB of weights over budget.max_weight_mb {b.max_weight_mb}")
+    if b.max_model_mb is not None and outside.n_params and params_mb > b.max_model_mb * (1 + _SLACK):
+        out.append(f"profile {p.name!r}: {params_mb:.4f} MB of parameters over budget.max_model_mb {b.max_model_mb}")
     return out
 
 
 def check_constraints(
-    profile: DeviceProfile, config: BitConfig, specs: Sequence[LayerSpec] | None = None
+    profile: DeviceProfile,
+    config: BitConfig,
+    specs: Sequence[LayerSpec] | None = None,
+    outside: OutsideCost = NOTHING_OUTSIDE,
 ) -> list[str]:
     """Every way `config` breaks `profile` (allowed bits, schemes, granularities, containers and their
     integer ranges, an adapter branch, budgets with the branch's bytes; with `specs`, also the model's layer
-    names and shapes). Empty means it fits."""
+    names and shapes). `outside`: what the parameters outside the searched layers cost under the profile
+    (toolchain.whole_model.outside_cost): whole-model budgets count it (without it, `max_avg_bits` is
+    checked over the searched layers alone and `max_model_mb` not at all). Empty means it fits."""
     if not config.layers:
         return [f"profile {profile.name!r}: the configuration has no layers"]
     problems = [] if specs is None else _shape_problems(profile, config, specs)
@@ -140,4 +139,4 @@ def check_constraints(
         problems += _layer_problems(profile, name, lb)
     if config.branch_rank is not None and not profile.adapter_branch:
         problems.append(f"profile {profile.name!r}: an adapter branch is not allowed (adapter_branch: false)")
-    return problems + _budget_problems(profile, config)
+    return problems + _budget_problems(profile, config, outside)
