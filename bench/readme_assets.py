@@ -94,7 +94,8 @@ def screenshot(html: Path, png: Path, size: str = "1200,1700") -> list[str]:
 def results_table(dist: Path) -> str:
     devices = json.loads((dist / "summary.json").read_text())["devices"]
     rows = [
-        "| device | status | logical bits/weight | container MB | model.onnx MB | accuracy % (ORT) | float % "
+        "| device | status | bits/parameter (whole model) | searched layers: bits/weight, container MB "
+        "| model.onnx MB | accuracy % (ORT) | float % "
         "| max abs logit diff (exact) | speed vs float, 1×128 / 8×128 | speed vs ORT quantize_dynamic, 1×128 "
         "| kernels (on path / layers) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -106,8 +107,9 @@ def results_table(dist: Path) -> str:
         kern = "+".join(e for e in k.get("expected_kernels", []) if k.get("counts", {}).get(e)) or "none"
         exact = d["fidelity"].get("exact", {}).get("max_abs_diff")
         rows.append(
-            f"| {d['profile']['name']} | {d['status']} | {s['logical_bits_per_weight']:.3f} "
-            f"| {s['quantized_weight_container_bytes'] / 1e6:.2f} | {s['file_bytes'] / 1e6:.2f} "
+            f"| {d['profile']['name']} | {d['status']} | {s['bits_per_param']:.3f} "
+            f"| {s['logical_bits_per_weight']:.3f}, {s['quantized_weight_container_bytes'] / 1e6:.2f} "
+            f"| {s['file_bytes'] / 1e6:.2f} "
             f"| {a['onnx']:.2f} | {a['float_reference']:.2f} | {exact:.1e} "
             f"| {rf.get('1x128', 0):.2f}x / {rf.get('8x128', 0):.2f}x | {rq.get('1x128', 0):.2f}x "
             f"| {kern} {k.get('on_path', 0)}/{k.get('quantized_layers', 0)}{' (flagged)' if k.get('flag') else ''} |"
