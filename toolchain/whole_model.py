@@ -126,25 +126,21 @@ def search_profiles(
 ) -> list[DeviceProfile]:
     """Every profile's search profile, checked reachable; raises BadInputError naming each profile whose
     budget no configuration meets, with the smallest whole-model cost it could reach."""
-    from toolchain.search.space import require_reachable, smallest_cost
+    from toolchain.search.space import is_reachable, smallest_cost
 
     outside = OutsideParams.of_model(model, specs)
     problems, out = [], []
     for p in profiles:
-        found = outside_problems(outside, p)
-        shrunk = None if found else search_profile(p, outside)
-        if not found and shrunk is not None:
-            try:
-                require_reachable([shrunk], specs)
-                out.append(shrunk)
-                continue
-            except BadInputError:
-                pass
-        if not found:
-            least = smallest_cost(p, specs)
-            avg, mb = whole_model_estimate(outside, p, least.avg_bits * outside.layer_params, least.container_bytes)
-            found = [_unreachable(p, avg, mb, least.container_mb)]
-        problems += found
+        if found := outside_problems(outside, p):
+            problems += found
+            continue
+        shrunk = search_profile(p, outside)
+        if shrunk is not None and is_reachable(shrunk, specs):
+            out.append(shrunk)
+            continue
+        least = smallest_cost(p, specs)
+        avg, mb = whole_model_estimate(outside, p, least.avg_bits * outside.layer_params, least.container_bytes)
+        problems.append(_unreachable(p, avg, mb, least.container_mb))
     if problems:
         raise BadInputError(problems)
     return out

@@ -26,6 +26,7 @@ from onnx import TensorProto, numpy_helper
 from toolchain.exporters.metadata import ExportMetadata
 from toolchain.profiles import DeviceProfile, EmbeddingQuant
 from toolchain.quant.core import Scheme, int_range
+from toolchain.quant.tables import unpack_fields
 from toolchain.validators.result import result_dict
 
 MB = 1_000_000
@@ -129,17 +130,25 @@ def _table_bits(name: str, inits: dict[str, TensorProto], spec: EmbeddingQuant) 
     """(entries, logical bits, problems) of one embedding table, from its stored tensors."""
     q, scale = inits[f"{name}.qweight"], inits[f"{name}.scale"]
     zp = inits.get(f"{name}.zero_point")
-    values = numpy_helper.to_array(q)
+    where = f"embedding table {name!r}"
     if spec.bits == 8:
-        entries, fields = _numel(q), values
-    else:  # unsigned fields, 8 // field_bits per byte, low bits first (toolchain.quant.tables)
-        k = 8 // spec.field_bits
-        entries = _numel(q) * k
-        fields = (values[..., None] >> (np.arange(k, dtype=np.uint8) * spec.field_bits)) & (2**spec.field_bits - 1)
-        fields = fields.astype(np.int16) - (2 ** (spec.bits - 1) if spec.scheme is Scheme.SYMMETRIC else 0)
+        entries, fields = _numel(q), numpy_helper.to_array(q)
+    else:
+        entries = _numel(q) * (8 // spec.field_bits)
+        offset = 2 ** (spec.bits - 1) if spec.scheme is Scheme.SYMMETRIC else 0
+        fields = _fields(numpy_helper.to_array(q), spec.field_bits) - offset
     groups = _numel(scale)
     bits = entries * spec.bits + groups * (16 + (spec.bits if zp is not None else 0))
-    return entries, bits, _range_problems(f"embedding table {name!r}", fields, spec.bits, spec.scheme)
+    problems = _range_problems(where, fields, spec.bits, spec.scheme)
+    if zp is not None:  # its fields may hold more than `bits` bits (3-bit zero points in 4-bit fields)
+        zps = _fields(numpy_helper.to_array(zp), spec.field_bits)
+        problems += _range_problems(f"{where} zero points", zps, spec.bits, Scheme.ASYMMETRIC)
+    return entries, bits, problems
+
+
+def _fields(packed: np.ndarray, field_bits: int) -> np.ndarray:
+    """Every unsigned field of packed (rows, bytes) uint8, as int16."""
+    return unpack_fields(packed, field_bits, packed.shape[1] * (8 // field_bits)).astype(np.int16)
 
 
 def _whole_model(inits: dict[str, TensorProto], md: ExportMetadata) -> tuple[int, float, list[str]]:

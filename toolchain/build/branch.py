@@ -21,7 +21,6 @@ from pathlib import Path
 
 from toolchain.adapter.configs import FilteredConfigSource, RandomConfigSource, make_config
 from toolchain.bitconfig import BitConfig, config_from_bits
-from toolchain.errors import BadInputError
 from toolchain.evaluate import Metrics
 from toolchain.profiles import Budget, DeviceProfile
 from toolchain.search import (
@@ -30,11 +29,10 @@ from toolchain.search import (
     Selection,
     Sensitivity,
     cost_of,
-    require_reachable,
     select_configs,
     selection_key,
 )
-from toolchain.search.space import BYTES_PER_MB
+from toolchain.search.space import BYTES_PER_MB, is_reachable
 
 MERGED, BRANCH = "merged integers (CoA-LoRA)", "int8 adapter branch (CoA-LoRA)"
 BRANCH_RUN_INFIX = "-branch-"  # <merged run>-branch-<settings digest>: the branch run's directory name
@@ -117,7 +115,7 @@ def choose_variant(
     tried: dict[int, dict | None] = {}
     for rank in ranks:
         shrunk = shrunk_profile(profile, merged.config, rank)
-        if shrunk is None or not _reachable(shrunk, specs):
+        if shrunk is None or not is_reachable(shrunk, specs):
             tried[rank] = None
             continue
 
@@ -138,14 +136,6 @@ def seeds_only(seed: int = 0) -> SearchSettings:
     return SearchSettings(seed=seed, front_evals=0, local_evals=0, lower_seeds=0)
 
 
-def _reachable(profile: DeviceProfile, specs) -> bool:
-    try:
-        require_reachable([profile], specs)
-    except BadInputError:
-        return False
-    return True
-
-
 def branch_steps(merged_steps: int) -> int:
     """The branch run's steps: half the merged run's. Trained only on what the branch profiles can afford
     (`branch_training_source`), 100 steps reached an 8-28 % lower KL to the float model than 200 steps spread
@@ -164,7 +154,7 @@ def branch_training_filter(profiles: Sequence[DeviceProfile], specs) -> Callable
         if not p.adapter_branch:
             continue
         shrunk = shrunk_profile(p, config_from_bits(specs, min(p.weights.bits)), rank=1)
-        if shrunk is not None and _reachable(shrunk, specs):
+        if shrunk is not None and is_reachable(shrunk, specs):
             budgets.append(shrunk)
     if not budgets:
         return None

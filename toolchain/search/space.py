@@ -200,13 +200,15 @@ def _cheapest_per_variant(profile: DeviceProfile, specs: Sequence[LayerSpec]) ->
     return [space.build(space.levels(v)[0], v) for v in space.variants()]
 
 
+def is_reachable(profile: DeviceProfile, specs: Sequence[LayerSpec]) -> bool:
+    """Whether some configuration meets `profile`'s budget."""
+    limit = Limit.of_profile(profile, sum(s.out_features * s.in_features for s in specs))
+    return any(limit.admits(c) for c in _cheapest_per_variant(profile, specs))
+
+
 def require_reachable(profiles: Sequence[DeviceProfile], specs: Sequence[LayerSpec]) -> None:
     """Raise BadInputError naming every profile whose budget no configuration can meet."""
-    problems = []
-    for p in profiles:
-        limit = Limit.of_profile(p, sum(s.out_features * s.in_features for s in specs))
-        if not any(limit.admits(c) for c in _cheapest_per_variant(p, specs)):
-            problems.append(_unreachable_message(p, smallest_cost(p, specs)))
+    problems = [_unreachable_message(p, smallest_cost(p, specs)) for p in profiles if not is_reachable(p, specs)]
     if problems:
         raise BadInputError(problems)
 
