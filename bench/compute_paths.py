@@ -36,7 +36,7 @@ from toolchain.adapter import Run, stages
 from toolchain.build.device import CALIBRATION_TEXTS, calibration_texts
 from toolchain.io import atomic_write_json
 from toolchain.validators import runner
-from toolchain.validators.kernels import MATMUL_KERNELS, optimized_op_counts
+from toolchain.validators.kernels import MATMUL_KERNELS, optimized_graph
 from toolchain.validators.latency import DYNAMIC_INT8, FLOAT, SHAPES, dynamic_int8_reference, measure_latency, shape_key
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,7 +76,7 @@ def ort_static_qdq(float_path: Path, out: Path, tokenizer, texts: list[str], max
 
 
 def kernel_counts(path: Path, threads: int) -> dict[str, int]:
-    counts = optimized_op_counts(path, threads)
+    counts = optimized_graph(path, threads).op_counts
     return {k: counts[k] for k in MATMUL_KERNELS if counts[k]}
 
 

@@ -166,3 +166,30 @@ def test_a_table_the_format_cannot_split_is_refused(tiny):
         BadInputError, match="embeddings.block_size: 64 does not divide table 'bert.embeddings.word_embeddings'"
     ):
         search_profiles([wide_blocks], model, specs)
+
+
+
+def test_onnxruntime_keeps_packed_tables_packed(tmp_path):
+    """Gather-then-dequantize survives onnxruntime's optimizations: its optimized graph (what the session
+    holds) has no float copy of a table, and the kernels check reports that graph's weight bytes."""
+    from toolchain.bitconfig import config_from_bits
+    from toolchain.exporters import export_model
+    from toolchain.models import load_model, quantizable_layers
+    from toolchain.quant.model import quantize_model
+    from toolchain.validators.kernels import check_kernels
+    from toolchain.validators.size import tensor_nbytes
+
+    model, tok = load_model(tiny_model_dir(tmp_path / "tiny"), tiny_corpus().label_names)
+    rpi5 = load_profile(default_profiles_dir() / "rpi5.yaml")
+    cfg = config_from_bits(quantizable_layers(model), 4, containers=rpi5.weights.container_for)
+    result = export_model(quantize_model(model, cfg), tok, rpi5, cfg, tmp_path / "model.onnx")
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(result.model_path), opts, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    tables = {tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    floats = {tuple(i.dims) for i in graph.initializer if i.data_type == TensorProto.FLOAT}
+    assert not floats & tables
+    assert any(n.op_type == "BitShift" for n in graph.node)
+    k = check_kernels(result.model_path, rpi5.activations, len(cfg.layers))
+    assert k.runtime_weight_bytes == sum(tensor_nbytes(i) for i in graph.initializer) > 0

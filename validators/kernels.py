@@ -57,6 +57,9 @@ class KernelResult:
     counts: dict[str, int]  # matrix-multiply node type -> count in onnxruntime's optimized graph
     quantized_layers: int  # layers with integer weights (searched layers, branch factors, int8 head)
     onnxruntime: str
+    # initializer bytes of the optimized graph: what the session holds for weights once it has folded
+    # constants (e.g. an int8 head dequantized to float), before kernel-specific prepacking
+    runtime_weight_bytes: int = 0
 
     @property
     def on_path(self) -> int:
@@ -89,8 +92,17 @@ def layers_on_path(md, activations: ActivationQuant) -> int:
     return len(md.bit_config.stored_layers()) + len(head)
 
 
-def optimized_op_counts(model_path: Path, threads: int = runner.THREADS) -> Counter:
-    """Node type -> count in the graph onnxruntime runs (default optimizations, CPU provider)."""
+@dataclass(frozen=True)
+class OptimizedGraph:
+    """The graph onnxruntime runs (default optimizations, CPU provider), in two numbers."""
+
+    op_counts: Counter  # node type -> count
+    initializer_bytes: int
+
+
+def optimized_graph(model_path: Path, threads: int = runner.THREADS) -> OptimizedGraph:
+    from toolchain.validators.size import tensor_nbytes
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "optimized.onnx"
         opts = ort.SessionOptions()
@@ -99,16 +111,17 @@ def optimized_op_counts(model_path: Path, threads: int = runner.THREADS) -> Coun
         opts.optimized_model_filepath = str(out)
         ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         graph = onnx.load(str(out), load_external_data=False).graph
-        return Counter(n.op_type for n in graph.node)
+        return OptimizedGraph(Counter(n.op_type for n in graph.node), sum(tensor_nbytes(t) for t in graph.initializer))
 
 
 def check_kernels(model_path: Path, compute_path: ActivationQuant, quantized_layers: int) -> KernelResult:
-    counts = optimized_op_counts(model_path)
+    g = optimized_graph(model_path)
     return KernelResult(
         "kernels",
         str(compute_path),
         list(EXPECTED[compute_path]),
-        {k: counts[k] for k in MATMUL_KERNELS if counts[k]},
+        {k: g.op_counts[k] for k in MATMUL_KERNELS if g.op_counts[k]},
         quantized_layers,
         ort.__version__,
+        g.initializer_bytes,
     )

@@ -107,6 +107,10 @@ def _default_optimizations(acc: dict) -> str:
     return out
 
 
+def _bytes(n: int | None) -> str:
+    return "n/a" if not n else f"{n:,}"
+
+
 def _first(acc: dict) -> str:
     """', first M texts' when the default-optimizations accuracy covers fewer texts than exact mode's."""
     m = acc.get("n_samples_default_optimizations")
@@ -145,6 +149,7 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
         ("container bits / weight", f"{m.sizes.container_bits_per_weight:.3f}"),
         ("quantized weight bytes", f"{m.sizes.quantized_weight_container_bytes:,}"),
         ("model file bytes", f"{m.sizes.file_bytes:,}"),
+        ("runtime weight bytes (onnxruntime's optimized graph)", _bytes(m.kernels.get("runtime_weight_bytes"))),
         ("opset / onnxruntime", f"{m.opset} / {m.onnxruntime_version}"),
         ("weights", _variant(m.variant)),
         *_variant_comparison(m.variant.get("validation")),
