@@ -13,9 +13,10 @@ from onnx import numpy_helper
 from torch import nn
 
 from toolchain.exporters.weight_sites import WeightSite
+from toolchain.profiles import TensorQuant
 from toolchain.quant.core import QuantizedWeight, Scheme, quantize_rtn
 
-HEAD_BITS = 8
+HEAD_BITS = TensorQuant.INT8.bits
 
 
 def head_layers(model: nn.Module) -> dict[str, nn.Linear]:

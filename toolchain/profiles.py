@@ -63,6 +63,11 @@ class TensorQuant(StrEnum):
     FLOAT = "float"
     INT8 = "int8"
 
+    @property
+    def bits(self) -> int:
+        """Bits per stored weight."""
+        return 32 if self is TensorQuant.FLOAT else 8
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

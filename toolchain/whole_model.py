@@ -22,8 +22,7 @@ from toolchain.profiles import Budget, DeviceProfile, TensorQuant
 from toolchain.quant.tables import table_cost, table_problems
 
 MB = 1_000_000
-FLOAT_BITS = 32
-HEAD_BITS = 8  # int8 per output channel with an fp32 scale (toolchain.exporters.head_int8)
+FLOAT_BITS = TensorQuant.FLOAT.bits  # what a parameter kept as trained costs; an int8 head adds fp32 scales
 # File bytes that are not parameters (nodes, names, shape constants, metadata): 0.11-0.21 MB on MiniLM's
 # packages; the search keeps this much of a `max_model_mb` free, validation measures the real file.
 GRAPH_RESERVE_BYTES = 300_000
@@ -74,15 +73,10 @@ def outside_cost(outside: OutsideParams, profile: DeviceProfile) -> OutsideCost:
     for vocab, hidden in outside.tables.values():
         b, s = table_cost(vocab, hidden, profile.embeddings)
         n, bits, nbytes = n + vocab * hidden, bits + b, nbytes + s
-    int8_head = profile.head is TensorQuant.INT8
     for out_f, in_f in outside.head.values():
-        per = HEAD_BITS if int8_head else FLOAT_BITS
-        scales = out_f * FLOAT_BITS if int8_head else 0
-        n, bits, nbytes = (
-            n + out_f * in_f,
-            bits + out_f * in_f * per + scales,
-            nbytes + (out_f * in_f * per + scales) // 8,
-        )
+        scales = out_f * FLOAT_BITS if profile.head is TensorQuant.INT8 else 0  # one per output channel
+        head_bits = out_f * in_f * profile.head.bits + scales
+        n, bits, nbytes = n + out_f * in_f, bits + head_bits, nbytes + head_bits // 8
     n += outside.float_params
     bits += FLOAT_BITS * outside.float_params
     nbytes += FLOAT_BITS // 8 * outside.float_params

@@ -22,7 +22,7 @@ from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight, Scheme, quantize_mse, quantize_with, scales_for
 
 FP16_TINY = float(np.finfo(np.float16).tiny)  # smallest normal fp16: a scale never underflows
-SCALE_BITS = 16  # fp16 scales: a gathered scale feeds no fused kernel, so fp16 costs nothing at run time
+TABLE_SCALE_BITS = 16  # fp16 scales: a gathered scale feeds no fused kernel, so fp16 costs nothing at run time
 
 
 def quantize_table(table: torch.Tensor, spec: EmbeddingQuant) -> QuantizedWeight:
@@ -71,12 +71,12 @@ def table_cost(vocab: int, hidden: int, spec: EmbeddingQuant | None) -> tuple[in
         return 32 * vocab * hidden, 4 * vocab * hidden
     g = groups_per_row(hidden, spec)
     asym = spec.scheme is Scheme.ASYMMETRIC
-    logical = vocab * hidden * spec.bits + vocab * g * (SCALE_BITS + (spec.bits if asym else 0))
+    logical = vocab * hidden * spec.bits + vocab * g * (TABLE_SCALE_BITS + (spec.bits if asym else 0))
     if spec.bits == 8:
-        return logical, vocab * hidden + vocab * g * SCALE_BITS // 8
+        return logical, vocab * hidden + vocab * g * TABLE_SCALE_BITS // 8
     row_bytes = math.ceil(hidden * spec.field_bits / 8)
     zp_bytes = math.ceil(g * spec.field_bits / 8) if asym else 0
-    return logical, vocab * (row_bytes + g * SCALE_BITS // 8 + zp_bytes)
+    return logical, vocab * (row_bytes + g * TABLE_SCALE_BITS // 8 + zp_bytes)
 
 
 def table_problems(name: str, hidden: int, spec: EmbeddingQuant) -> list[str]:
