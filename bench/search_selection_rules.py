@@ -72,14 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     run = Run.load(find_run(args.dist))
     profiles = run_search_profiles(run, profiles_or_default(None))  # the budgets left for the searched layers
     scored: dict[str, tuple] = {}
-    val = validation_scorer(run, SEARCH_DOCS)
 
-    def recording(config):
-        m = val(config)
-        scored[quant_key(config)] = (config, m)
-        return m
+    def recording(table):
+        val = validation_scorer(run, SEARCH_DOCS, table)
 
-    result = search_run(run, profiles, seed=args.seed, progress=False, scorer=recording)
+        def score(config):
+            m = val(config)
+            scored[quant_key(config)] = (config, m)
+            return m
+
+        return score
+
+    result = search_run(run, profiles, seed=args.seed, progress=False, scorer_for=recording)
     built = {s["profile"]: s["key"] for s in json.loads((args.dist / "search.json").read_text())["selections"]}
     replayed = {s.profile: quant_key(s.config) for s in result.selections}
     if replayed != built:

@@ -56,6 +56,12 @@ BENCHMARKS = {
         "branch runs trained on spread vs budgeted configurations, and for fewer steps",
         "adapter_branch_training.json",
     ),
+    "builds": (
+        "builds_compare",
+        "two builds of the same data, package by package: accuracy with intervals and McNemar's test, decided "
+        "on validation, reported on test (a training or search change measured on what ships)",
+        "builds_*.json",
+    ),
     "fresh-clone": (
         "fresh_clone_build",
         "the README's build command verbatim in a fresh clone, installation included, timed",

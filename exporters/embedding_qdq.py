@@ -30,17 +30,31 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from toolchain.errors import EdgeqError
+from toolchain.errors import BadInputError, EdgeqError
 from toolchain.exporters.qdq_weights import int_tensor
 from toolchain.profiles import BLOCKED_MIN_OPSET, EmbeddingQuant
 from toolchain.quant.containers import Container
-from toolchain.quant.core import Scheme
+from toolchain.quant.core import QuantizedWeight, Scheme
+from toolchain.quant.model import QuantEmbedding
 from toolchain.quant.tables import groups_per_row, offset, pack_fields, quantize_table
 
 
-def embedding_tables(model: nn.Module) -> dict[str, torch.Tensor]:
-    """module name -> (vocab, hidden) weight of every nn.Embedding in the model."""
-    return {name: m.weight.detach() for name, m in model.named_modules() if isinstance(m, nn.Embedding)}
+def table_weights(model: nn.Module, spec: EmbeddingQuant) -> dict[str, tuple[torch.Tensor, QuantizedWeight]]:
+    """module name -> (the table the graph holds, its integers as `spec` stores them) of every nn.Embedding:
+    a QuantEmbedding's own integers (refused unless they are in format `spec`), else quantize_table's."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QuantEmbedding):
+            qw = m.qweight
+            if (qw.bits, qw.scheme, qw.block_size) != (spec.bits, spec.scheme, spec.block_size):
+                raise BadInputError(
+                    f"embeddings: table {name!r} holds {qw.bits}-bit {qw.scheme} integers (block {qw.block_size}); "
+                    f"the profile stores {spec.label()}"
+                )
+            out[name] = (m.weight.detach(), qw)
+        elif isinstance(m, nn.Embedding):
+            out[name] = (m.weight.detach(), quantize_table(m.weight, spec))
+    return out
 
 
 def _find_gather(graph: onnx.GraphProto, name: str, table: np.ndarray) -> tuple[onnx.NodeProto, str] | None:
@@ -95,8 +109,7 @@ def _fp16_scales(name: str, qscale: torch.Tensor) -> TensorProto:
     return helper.make_tensor(f"{name}.scale", TensorProto.FLOAT16, dims, values.tobytes(), raw=True)
 
 
-def _int8_nodes(name: str, table: torch.Tensor, ids: str, output: str, opset: int):
-    qw = quantize_table(table, EmbeddingQuant(bits=8))
+def _int8_nodes(name: str, qw: QuantizedWeight, ids: str, output: str, opset: int):
     tensors = [
         int_tensor(f"{name}.qweight", qw.q.numpy().astype(np.int64), Container.INT8),  # (V, H)
         _fp16_scales(name, qw.scale),  # (V,)
@@ -109,7 +122,7 @@ def _int8_nodes(name: str, table: torch.Tensor, ids: str, output: str, opset: in
         helper.make_node("Gather", [tensors[1].name, ids], [scales16], name=f"{name}/Gather_scale", axis=0),
         helper.make_node("Cast", [scales16], [scales], name=f"{name}/Cast_scale", to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", [scales, tensors[2].name], [scales_nd], name=f"{name}/Unsqueeze"),
-        *_dequant_nodes(name, rows_q, scales_nd, output, table.shape[1], opset),
+        *_dequant_nodes(name, rows_q, scales_nd, output, qw.shape[1], opset),
     ]
     return nodes, tensors, tensors[:2]
 
@@ -142,10 +155,9 @@ def _unpack(b: _Nodes, packed: str, ids: str, field_bits: int, tag: str) -> str:
     return b.op("BitShift", [rows, right], f"BitShift_right_{tag}", direction="RIGHT")
 
 
-def _packed_nodes(name: str, table: torch.Tensor, ids: str, output: str, spec: EmbeddingQuant):
-    vocab, hidden = table.shape
+def _packed_nodes(name: str, qw: QuantizedWeight, ids: str, output: str, spec: EmbeddingQuant):
+    hidden = qw.shape[1]
     g = groups_per_row(hidden, spec)
-    qw = quantize_table(table, spec)
     f = spec.field_bits
     b = _Nodes(name)
     stored = [
@@ -194,16 +206,16 @@ def _packed_nodes(name: str, table: torch.Tensor, ids: str, output: str, spec: E
 
 
 def _quantize_table(
-    graph: onnx.GraphProto, name: str, table: torch.Tensor, spec: EmbeddingQuant, opset: int
+    graph: onnx.GraphProto, name: str, table: torch.Tensor, qw: QuantizedWeight, spec: EmbeddingQuant, opset: int
 ) -> list[str]:
     found = _find_gather(graph, name, table.numpy())
     if found is None:
         return []
     node, table_name = found
     if spec.bits == 8:
-        nodes, tensors, stored = _int8_nodes(name, table, node.input[1], node.output[0], opset)
+        nodes, tensors, stored = _int8_nodes(name, qw, node.input[1], node.output[0], opset)
     else:
-        nodes, tensors, stored = _packed_nodes(name, table, node.input[1], node.output[0], spec)
+        nodes, tensors, stored = _packed_nodes(name, qw, node.input[1], node.output[0], spec)
     at = list(graph.node).index(node)
     rest = [n for n in graph.node if n is not node]
     del graph.node[:]
@@ -215,14 +227,18 @@ def _quantize_table(
 
 
 def quantize_embeddings(
-    model_proto: onnx.ModelProto, tables: dict[str, torch.Tensor], spec: EmbeddingQuant, opset: int
+    model_proto: onnx.ModelProto,
+    tables: dict[str, tuple[torch.Tensor, QuantizedWeight]],
+    spec: EmbeddingQuant,
+    opset: int,
 ) -> dict[str, list[str]]:
-    """Rewrite the Gather of every table the graph holds to integer rows + scales as `spec` says.
+    """Rewrite the Gather of every table the graph holds (`table_weights`) to integer rows + scales as
+    `spec` says.
 
     Returns table name -> its stored initializers (integers, scales, zero points), for the tables found."""
     out = {}
-    for name, table in tables.items():
-        tensors = _quantize_table(model_proto.graph, name, table, spec, opset)
+    for name, (table, qw) in tables.items():
+        tensors = _quantize_table(model_proto.graph, name, table, qw, spec, opset)
         if tensors:
             out[name] = tensors
     return out

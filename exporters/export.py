@@ -21,7 +21,7 @@ from toolchain.errors import EdgeqError
 from toolchain.evaluate import DEFAULT_MAX_LENGTH
 from toolchain.exporters import activation_qdq as act
 from toolchain.exporters.dynamic_int8 import rewrite_dynamic_int8
-from toolchain.exporters.embedding_qdq import embedding_tables, quantize_embeddings
+from toolchain.exporters.embedding_qdq import quantize_embeddings, table_weights
 from toolchain.exporters.float_graph import export_float_graph
 from toolchain.exporters.head_int8 import head_weights, round_head_in_graph
 from toolchain.exporters.metadata import ExportMetadata, write_metadata
@@ -154,7 +154,7 @@ def _quantized_graph(float_graph, model, tokenizer, weights, req: _Request) -> _
     emb_tensors, qparams = {}, {}
     if req.profile.embeddings is not None:
         emb_tensors = quantize_embeddings(
-            qmodel, embedding_tables(model), req.profile.embeddings, req.profile.onnx.opset
+            qmodel, table_weights(model, req.profile.embeddings), req.profile.embeddings, req.profile.onnx.opset
         )
     if req.profile.activations is ActivationQuant.INT8_STATIC:
         qparams = _quantize_activations(

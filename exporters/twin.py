@@ -23,7 +23,7 @@ from toolchain.exporters.activation_qdq import ActivationQParams
 from toolchain.exporters.dynamic_int8 import dynamic_fake_quantize
 from toolchain.exporters.head_int8 import head_weights
 from toolchain.profiles import EmbeddingQuant
-from toolchain.quant.model import QuantLinear
+from toolchain.quant.model import QuantEmbedding, QuantLinear
 from toolchain.quant.tables import quantize_table
 
 
@@ -57,13 +57,15 @@ def torch_twin(
 ) -> nn.Module:
     """A copy of `model` computing what its export computes (pass ExportResult's fields, or use twin_of).
 
-    `embeddings`: the nn.Embedding modules the export stores as integers, as `embedding_quant` says;
+    `embeddings`: the nn.Embedding modules the export stores as integers, as `embedding_quant` says (a
+    QuantEmbedding already looks up its integers' rows: the export stored those);
     `dynamic_activations`: fake
     quantize the input of every QuantLinear (and int8 head Linear) per call, as DynamicQuantizeLinear does."""
     twin = copy.deepcopy(model).eval()
     for name in embeddings or []:
         emb = twin.get_submodule(name)
-        emb.weight.data = quantize_table(emb.weight, embedding_quant).dequantize()
+        if not isinstance(emb, QuantEmbedding):
+            emb.weight.data = quantize_table(emb.weight, embedding_quant).dequantize()
     head = head_weights(twin) if int8_head else {}
     for name, qw in head.items():
         twin.get_submodule(name).weight.data = qw.dequantize()

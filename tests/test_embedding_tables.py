@@ -84,7 +84,7 @@ def test_gathered_rows_dequantize_to_hand_computed_values(spec, opset):
     qw = quantize_table(table, spec)
     assert np.array_equal(qw.q.numpy(), q)  # the hand-made integers, recovered
     model = _gather_graph(table, opset)
-    stored = quantize_embeddings(model, {"emb": table}, spec, opset)["emb"]
+    stored = quantize_embeddings(model, {"emb": (table, qw)}, spec, opset)["emb"]
     onnx.checker.check_model(model, full_check=True)
     inits = {t.name: t for t in model.graph.initializer}
     assert "table" not in inits  # the float table is gone
@@ -103,7 +103,7 @@ def test_gathered_rows_dequantize_to_hand_computed_values(spec, opset):
 def test_random_tables_match_their_dequantized_integers(spec):
     table = torch.randn(VOCAB, HIDDEN, generator=torch.Generator().manual_seed(1))
     model = _gather_graph(table, 21)
-    quantize_embeddings(model, {"emb": table}, spec, 21)
+    quantize_embeddings(model, {"emb": (table, quantize_table(table, spec))}, spec, 21)
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": IDS})[0]
     assert np.array_equal(got, quantize_table(table, spec).dequantize().numpy()[IDS])
 
@@ -166,7 +166,6 @@ def test_a_table_the_format_cannot_split_is_refused(tiny):
         BadInputError, match="embeddings.block_size: 64 does not divide table 'bert.embeddings.word_embeddings'"
     ):
         search_profiles([wide_blocks], model, specs)
-
 
 
 def test_onnxruntime_keeps_packed_tables_packed(tmp_path):

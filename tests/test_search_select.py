@@ -130,33 +130,62 @@ def test_given_sensitivity_is_used_without_probing(profiles, toy_result):
         assert check_constraints(profiles[s.profile], s.config, SPECS) == []
 
 
+def _fake_search(monkeypatch, calls: list):
+    """select_configs and merge_results replaced: each group's call recorded (profiles, score, kw)."""
+    import toolchain.search
+
+    def select(group, specs, score, **kw):
+        calls.append((group, score, kw))
+        return SimpleNamespace(sensitivity="probed")
+
+    monkeypatch.setattr(toolchain.search, "select_configs", select)
+    monkeypatch.setattr(toolchain.search, "merge_results", lambda parts, order: parts)
+
+
 @pytest.mark.parametrize("recorded", [True, False])
 def test_build_search_starts_from_the_sensitivity_the_run_recorded(monkeypatch, profiles, recorded):
-    """search_run hands the training's measurement to the search (None: the search probes its own)."""
-    import toolchain.search
+    """search_run hands the training's measurement to the search (None: the first group probes its own,
+    and the other groups reuse it)."""
     from toolchain.build import stages
 
     given = Sensitivity(tuple(s.name for s in SPECS), (1.0,) * len(SPECS), 3, "loss")
-    seen = {}
-    monkeypatch.setattr(stages, "validation_scorer", lambda run, n_docs: None)
-    monkeypatch.setattr(toolchain.search, "select_configs", lambda *args, **kw: seen.update(kw))
+    calls = []
+    _fake_search(monkeypatch, calls)
+    monkeypatch.setattr(stages, "validation_scorer", lambda run, n_docs, table=None: None)
     run = SimpleNamespace(specs=SPECS, sensitivity=given.to_dict() if recorded else None)
     stages.search_run(run, list(profiles.values()), progress=False)
-    assert seen["sensitivity"] == (given if recorded else None)
+    assert len(calls) == len({_table(p) for p in profiles.values()}) > 1
+    assert calls[0][2]["sensitivity"] == (given if recorded else None)
+    assert all(kw["sensitivity"] == (given if recorded else "probed") for _, _, kw in calls[1:])
 
 
-def test_build_search_scores_with_the_scorer_it_is_given(monkeypatch, profiles):
-    import toolchain.search
+def _table(profile):
+    return None if profile.embeddings is None else profile.embeddings.model_dump_json()
+
+
+def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, profiles):
+    """Profiles are searched in groups of one embedding table format, each scored with that format; the
+    shared front's evaluations are shared out over the groups."""
     from toolchain.build import stages
 
-    calls = []
-    seen = {}
-    monkeypatch.setattr(stages, "validation_scorer", lambda run, n_docs: pytest.fail("default scorer built"))
-    monkeypatch.setattr(toolchain.search, "select_configs", lambda *args, **kw: seen.update(score=args[2]))
+    calls, built = [], []
+    _fake_search(monkeypatch, calls)
+    monkeypatch.setattr(
+        stages, "validation_scorer", lambda run, n_docs, table=None: pytest.fail("default scorer built")
+    )
+
+    def scorer_for(table):
+        built.append(table)
+        return lambda config: (table, config)
+
     run = SimpleNamespace(specs=SPECS, sensitivity=None)
-    stages.search_run(run, list(profiles.values()), progress=False, scorer=calls.append)
-    seen["score"]("config")
-    assert calls == ["config"]
+    stages.search_run(run, list(profiles.values()), progress=False, scorer_for=scorer_for)
+    assert sorted(p.name for group, _, _ in calls for p in group) == sorted(profiles)
+    for (group, score, kw), table in zip(calls, built, strict=True):
+        assert {_table(p) for p in group} == {_table(SimpleNamespace(embeddings=table))}
+        assert score("config") == (table, "config")
+        assert kw["settings"].front_evals >= 1
+    assert len(built) == len(set(map(str, built)))
 
 
 def test_accuracy_ties_go_to_the_most_bits_not_to_kl(profiles):

@@ -1,6 +1,8 @@
-"""CoAModel: the float fine-tuned network with every quantizable Linear replaced by a CoALinear, plus the
-shared configuration mapper. `set_config(config, rank)` then `forward(**inputs)` is the training-time
-forward of that configuration; `generate(config, rank)` returns the integers that forward computed with.
+"""CoAModel: the float fine-tuned network with every quantizable Linear replaced by a CoALinear (and, when
+the run trains table formats, every embedding table by a CoAEmbedding), plus the shared configuration
+mapper. `set_config(config, rank, table)` then `forward(**inputs)` is the training-time forward of that
+configuration with its embedding tables in format `table`; `generate(config, rank)` and
+`generate_tables(table)` return the integers that forward computed with.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from toolchain.adapter.base import QuantBase
 from toolchain.adapter.layer import CoALinear, LayerState
 from toolchain.adapter.mapper import ConfigMapper, Vocab
 from toolchain.adapter.settings import ForwardMode, TrainSettings
+from toolchain.adapter.tables import CoAEmbedding, TableBase, embedding_modules
 from toolchain.bitconfig import BRANCH_DOWN, BRANCH_UP, BitConfig
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
+from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import check_config_layers as check_config
 from toolchain.quant.model import get_module, set_module
@@ -26,7 +30,14 @@ from toolchain.quant.model import get_module, set_module
 class CoAModel(nn.Module):
     """Configuration-aware model: frozen float network, trainable A/B/Q(c)/scales/head."""
 
-    def __init__(self, float_model: nn.Module, specs: Sequence[LayerSpec], base: QuantBase, settings: TrainSettings):
+    def __init__(
+        self,
+        float_model: nn.Module,
+        specs: Sequence[LayerSpec],
+        base: QuantBase,
+        settings: TrainSettings,
+        tables: TableBase | None = None,
+    ):
         super().__init__()
         self.net = copy.deepcopy(float_model).eval()
         for p in self.net.parameters():
@@ -37,6 +48,12 @@ class CoAModel(nn.Module):
             layer = CoALinear(get_module(self.net, spec.name), spec, base, settings)
             set_module(self.net, spec.name, layer)
             self.layers.append(layer)
+        self.tables: list[CoAEmbedding] = []
+        if tables is not None and tables.formats:
+            for name in embedding_modules(self.net):
+                emb = CoAEmbedding(self.net.get_submodule(name), name, tables)
+                set_module(self.net, name, emb)
+                self.tables.append(emb)
         for p in self.net.classifier.parameters():
             p.requires_grad_(True)  # the task head trains jointly
         self.vocab = Vocab.of(self.specs, settings.grids)
@@ -51,9 +68,14 @@ class CoAModel(nn.Module):
             raise BadInputError(f"rank: {rank} is not in 1..{self.rank} (the run's trained rank)")
         return rank
 
-    def set_config(self, config: BitConfig, rank: int | None = None) -> None:
-        """Make the next forward compute `config`'s merged integers at `rank` (None: the full rank)."""
+    def set_config(self, config: BitConfig, rank: int | None = None, table: EmbeddingQuant | None = None) -> None:
+        """Make the next forward compute `config`'s merged integers at `rank` (None: the full rank), with the
+        embedding tables in format `table` (None: float tables)."""
         check_config(self.specs, config)
+        if table is not None and not self.tables:
+            raise BadInputError(f"embeddings: {table.label()}: this run trained no table formats")
+        for emb in self.tables:
+            emb.current = table
         rank = self._rank(rank)
         features = self.vocab.features(self.specs, config).to(self.device)  # also checks the grids are covered
         qs = self.mapper(features) if self.configured else self.mapper.eye.expand(len(self.specs), -1, -1)  # (L, r, r)
@@ -79,6 +101,11 @@ class CoAModel(nn.Module):
             return self.generate_branch(config)
         self.set_config(config, rank)
         return {layer.spec.name: layer.generate(layer.current, requantize) for layer in self.layers}
+
+    @torch.no_grad()
+    def generate_tables(self, table: EmbeddingQuant) -> dict[str, QuantizedWeight]:
+        """Every embedding table's integers and learned fp16 scales in format `table`, by module name."""
+        return {emb.name: emb.generate(table) for emb in self.tables}
 
     @torch.no_grad()
     def generate_branch(self, config: BitConfig) -> dict[str, QuantizedWeight]:

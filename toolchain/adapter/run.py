@@ -23,6 +23,7 @@ from toolchain.adapter.configs import RandomConfigSource
 from toolchain.adapter.distributed import Parallel
 from toolchain.adapter.model import CoAModel, check_config
 from toolchain.adapter.settings import Grid, TrainSettings
+from toolchain.adapter.tables import TableBase, embedding_modules
 from toolchain.adapter.train import TrainData, train_adapter
 from toolchain.bitconfig import BitConfig
 from toolchain.config_source import ConfigSource
@@ -32,16 +33,19 @@ from toolchain.evaluate import Metrics, metrics, predict_logits
 from toolchain.integrity import file_problems
 from toolchain.io import atomic_write_bytes, atomic_write_json, sha256_file
 from toolchain.models import LayerSpec, quantizable_layers
+from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
-from toolchain.quant.model import apply_quantized
+from toolchain.quant.model import apply_quantized, apply_tables
+from toolchain.quant.tables import quantize_table
 
-RUN_FORMAT = 3  # 2: validation and test interleave classes (toolchain.data.split); stored logits follow
+RUN_FORMAT = 4  # 2: validation and test interleave classes (toolchain.data.split); stored logits follow
 # 3: the training set is drawn around whole-model budgets (toolchain.whole_model)
+# 4: embedding tables train with the adapter, in the profiles' formats (tables.safetensors)
 RUN_JSON, MANIFEST = "run.json", "manifest.json"
 
 
 def _manifest_files(run_dir: Path) -> list[Path]:
-    fixed = [stages.SETTINGS, stages.DATA, stages.LOGITS, stages.BASE, stages.ADAPTER, RUN_JSON]
+    fixed = [stages.SETTINGS, stages.DATA, stages.LOGITS, stages.BASE, stages.TABLES, stages.ADAPTER, RUN_JSON]
     return [run_dir / f for f in fixed] + sorted((run_dir / stages.FLOAT_DIR).iterdir())
 
 
@@ -114,14 +118,16 @@ def _float_stages(model_dir: Path, dataset: TextDataset, run_dir: Path, s: Train
     model, tok = stages.load_float(run_dir, dataset.label_names)
     stages.logits_stage(run_dir, model, tok, splits, s)
     stages.base_stage(run_dir, model, s, progress)
+    stages.tables_stage(run_dir, model, s, progress)
     return model, tok, splits
 
 
 def _build_coa(run_dir: Path, model: nn.Module, specs: list[LayerSpec], s: TrainSettings) -> CoAModel:
     base = QuantBase.load(run_dir / stages.BASE, s.grids)
+    tables = TableBase.load(run_dir / stages.TABLES, stages.trained_formats(s))
     with torch.random.fork_rng():  # A's init is seeded without touching the caller's RNG
         torch.manual_seed(s.seed)
-        return CoAModel(model, specs, base, s)
+        return CoAModel(model, specs, base, s, tables)
 
 
 def _write_run_json(
@@ -230,16 +236,34 @@ class Run:
             for n, lb in bit_config.layers.items()
         }
 
-    def quantized_model(self, bit_config: BitConfig, rank: int | None = None) -> nn.Module:
-        """The float fine-tuned model with the trained head, computing with `bit_config`'s integers."""
-        return apply_quantized(self._deploy, self.generate(bit_config, rank))
+    def trained_table(self, table: EmbeddingQuant) -> bool:
+        """Whether the adapter trained table scales for format `table`."""
+        return table in self.settings.tables
 
-    def score(self, bit_config: BitConfig, split: str = "val", rank: int | None = None) -> Metrics:
-        """Accuracy, macro-F1, agreement with and KL from the float model on a split ('val' or 'test')."""
+    def tables(self, table: EmbeddingQuant) -> dict[str, QuantizedWeight]:
+        """Every embedding table's integers in format `table`, by module name: with the scales the adapter
+        learned when the run trained that format, else quantize_table's (PTQ of the float fine-tuned table)."""
+        if self.trained_table(table):
+            return self.adapter_model.generate_tables(table)
+        return {n: quantize_table(self._float.get_submodule(n).weight, table) for n in embedding_modules(self._float)}
+
+    def quantized_model(
+        self, bit_config: BitConfig, rank: int | None = None, table: EmbeddingQuant | None = None
+    ) -> nn.Module:
+        """The float fine-tuned model with the trained head, computing with `bit_config`'s integers and its
+        embedding tables in format `table` (None: float tables)."""
+        model = apply_quantized(self._deploy, self.generate(bit_config, rank))
+        return model if table is None else apply_tables(model, self.tables(table))
+
+    def score(
+        self, bit_config: BitConfig, split: str = "val", rank: int | None = None, table: EmbeddingQuant | None = None
+    ) -> Metrics:
+        """Accuracy, macro-F1, agreement with and KL from the float model on a split ('val' or 'test'), with
+        the embedding tables in format `table` (None: float)."""
         ds = {"val": self.splits.val, "test": self.splits.test}.get(split)
         if ds is None:
             raise BadInputError(f"split: {split!r} is not one of val, test")
         logits = predict_logits(
-            self.quantized_model(bit_config, rank), self.tokenizer, ds.texts, self.settings.max_length
+            self.quantized_model(bit_config, rank, table), self.tokenizer, ds.texts, self.settings.max_length
         )
         return metrics(logits, ds.labels, self.float_logits(split))

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from toolchain.finetune import FinetuneMode
-from toolchain.profiles import DeviceProfile
+from toolchain.profiles import DeviceProfile, EmbeddingQuant
 from toolchain.quant.core import Scheme
 
 SETTINGS_VERSION = 2  # 2: float_decay (and mapper) exist; a version-1 record trained without the decay
@@ -105,6 +105,11 @@ class TrainSettings(BaseModel):
     weighting: ConfigWeighting = ConfigWeighting.MEAN
     bits: list[int] = Field(default=[2, 3, 4, 5, 6, 7, 8], min_length=1)
     grids: list[Grid] = Field(default_factory=_default_grids, min_length=1)
+    tables: list[EmbeddingQuant | None] = Field(
+        default_factory=list,
+        description="embedding table formats each configuration trains with (one drawn per configuration; "
+        "None: float tables); each format learns its own table scales. Empty: float tables throughout",
+    )
     distill_weight: float = Field(default=0.5, ge=0, le=1, description="KL to the float teacher vs CE")
     refine_every: int = Field(default=100, ge=1, description="a Pareto round costs ~40 scored configs")
     checkpoint_every: int = Field(default=50, ge=1)
@@ -131,6 +136,8 @@ class TrainSettings(BaseModel):
             raise ValueError(f"bits: {bad[0]} is not in 2..8")
         if len({g.key for g in self.grids}) != len(self.grids):
             raise ValueError(f"grids: duplicates in {[g.key for g in self.grids]}")
+        if len({None if t is None else t.model_dump_json() for t in self.tables}) != len(self.tables):
+            raise ValueError("tables: duplicate formats")
         if self.batch_size < self.configs_per_step:
             raise ValueError(f"batch_size {self.batch_size} < configs_per_step {self.configs_per_step}")
         return self

@@ -2,8 +2,8 @@
 interrupted run resumes at the first unfinished stage:
 
     data.json, settings.json -> float/ (fine-tuned model + tokenizer) -> float_logits.safetensors (teacher
-    logits on train, float logits on test) -> base.safetensors (MSE-clipped integers) -> adapter
-    checkpoints -> adapter.safetensors
+    logits on train, float logits on test) -> base.safetensors (MSE-clipped integers) -> tables.safetensors
+    (the embedding tables' integers per table format) -> adapter checkpoints -> adapter.safetensors
 
 A stage's output is always read back from disk before the next stage uses it, so a resumed run computes
 from exactly the bytes an uninterrupted one did.
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from toolchain.adapter.base import QuantBase
 from toolchain.adapter.settings import TrainSettings
+from toolchain.adapter.tables import TableBase
 from toolchain.data import TextDataset
 from toolchain.errors import BadInputError
 from toolchain.evaluate import predict_logits
@@ -31,12 +32,13 @@ from toolchain.finetune import finetune
 from toolchain.io import atomic_write_bytes, atomic_write_json, atomic_write_text, link_or_copy, staged_dir
 from toolchain.models import load_model, quantizable_layers
 
-SETTINGS, DATA, FLOAT_DIR, LOGITS, BASE, ADAPTER = (
+SETTINGS, DATA, FLOAT_DIR, LOGITS, BASE, TABLES, ADAPTER = (
     "settings.json",
     "data.json",
     "float",
     "float_logits.safetensors",
     "base.safetensors",
+    "tables.safetensors",
     "adapter.safetensors",
 )
 TIMINGS = "timings.json"
@@ -165,6 +167,24 @@ def base_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
     bar.close()
     base.save(run_dir / BASE)
     timer.record(run_dir, "quantized_base")
+
+
+def tables_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
+    """The integers of every embedding table in every table format the run trains (quantize_table)."""
+    if (run_dir / TABLES).is_file():
+        return
+    timer = Timer()
+    formats = trained_formats(s)
+    bar = tqdm(total=len(formats), desc="quantized tables", disable=not progress or not formats, dynamic_ncols=True)
+    tables = TableBase.build(model, formats, on_entry=lambda: bar.update(1))
+    bar.close()
+    tables.save(run_dir / TABLES)
+    timer.record(run_dir, "quantized_tables")
+
+
+def trained_formats(s: TrainSettings) -> list:
+    """The integer table formats of `s.tables` (None, float tables, has nothing to quantize)."""
+    return [t for t in s.tables if t is not None]
 
 
 def share_float_stages(src: Path, dst: Path) -> None:

@@ -1,9 +1,10 @@
 """The adapter training loop: each step samples a rank (DyLoRA) and a few configurations (one micro-batch
 each, gradients accumulated), and minimises CE + KL to the float teacher through the merged-integer forward
-(the configurations' losses summed as they are, or their logarithms: `ConfigWeighting`).
+(the configurations' losses summed as they are, or their logarithms: `ConfigWeighting`). Each
+configuration computes with one of the run's embedding table formats (`table_plan`).
 
-Everything random in a step is a function of (seed, step): the batch (`batch_indices`), the rank and the
-configurations (a `random.Random` seeded by the step). A checkpoint therefore only needs the trainable
+Everything random in a step is a function of (seed, step): the batch (`batch_indices`), the rank, the table
+formats and the configurations (a `random.Random` seeded by the step). A checkpoint therefore only needs the trainable
 tensors, the optimizer moments and the config source's state for a resumed run to continue exactly as an
 uninterrupted one would.
 """
@@ -30,6 +31,7 @@ from toolchain.data import TextDataset
 from toolchain.errors import BadInputError
 from toolchain.evaluate import encode
 from toolchain.finetune import batch_indices
+from toolchain.profiles import EmbeddingQuant
 
 VAL_BATCH = 32  # documents in the fixed validation batch `refine` scores configurations on
 
@@ -53,6 +55,16 @@ def step_plan(settings: TrainSettings, source: ConfigSource, step: int) -> tuple
     rng = random.Random(f"adapter/{settings.seed}/{step}")
     rank = rng.randint(1, settings.rank)
     return rank, source.sample(rng, settings.configs_per_step)
+
+
+def table_plan(settings: TrainSettings, step: int, k: int) -> list[EmbeddingQuant | None]:
+    """The embedding table format of each of `step`'s `k` configurations, drawn uniformly from
+    settings.tables (None: float tables, and always None when the run trains no table formats). A stream of
+    its own, so the ranks and configurations do not depend on the table formats."""
+    if not settings.tables:
+        return [None] * k
+    rng = random.Random(f"adapter-tables/{settings.seed}/{step}")
+    return [rng.choice(settings.tables) for _ in range(k)]
 
 
 def lr_factor(step: int, steps: int) -> float:
@@ -100,12 +112,13 @@ def train_step(
     par = par or Parallel()
     net = model if net is None else net
     rank, configs = step_plan(settings, source, step)
+    tables = table_plan(settings, step, len(configs))
     idx = batch_indices(len(data.train), settings.batch_size, settings.seed, step)
     chunks = [par.shard(idx[i :: len(configs)]) for i in range(len(configs))]
     labels = torch.as_tensor(data.train.labels)
     total = 0.0
-    for config, chunk in zip(configs, chunks):
-        model.set_config(config, rank)
+    for config, table, chunk in zip(configs, tables, chunks):
+        model.set_config(config, rank, table)
         logits = net(**data.inputs([data.train.texts[i] for i in chunk]))
         dev = logits.device
         loss = distill_loss(logits, labels[chunk].to(dev), data.teacher[chunk].to(dev), settings.distill_weight)

@@ -66,7 +66,8 @@ def package_device(
 
     run = ctx.run
     test = run.splits.test
-    qmodel = run.quantized_model(config, rank=variant.get("rank"))
+    qmodel = run.quantized_model(config, rank=variant.get("rank"), table=profile.embeddings)
+    variant = variant | {"tables": _tables_kind(run, profile)}
     final = Path(out_dir) / profile.name
     with staged_dir(final) as stage, tempfile.TemporaryDirectory() as scratch:
         export = export_model(
@@ -100,6 +101,13 @@ def package_device(
         manifest = manifest.model_copy(update={"files": hash_files(stage)})
         write_manifest(stage, manifest)
     return BuildResult(profile.name, final, manifest)
+
+
+def _tables_kind(run, profile: DeviceProfile) -> str:
+    """How the package's embedding tables were made: float, trained with the adapter, or quantized after it."""
+    if profile.embeddings is None:
+        return "float"
+    return "trained" if run.trained_table(profile.embeddings) else "post-training"
 
 
 def calibration_texts(train, n: int) -> list[str]:

@@ -174,14 +174,13 @@ def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceC
         }, None
     stages["branch_training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": brun.info["timings_s"]}
     t = time.perf_counter()
-    score = validation_scorer(brun, SEARCH_DOCS)
     choices = {
         p.name: choose_variant(
             p,
             result.selection(p.name),
             run.settings.rank,
             inputs.specs,
-            score,
+            validation_scorer(brun, SEARCH_DOCS, p.embeddings),
             result.sensitivity,
             branch_ranks(brun.settings.rank),
             seed=s.seed,

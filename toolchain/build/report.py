@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from toolchain.bitconfig import BitConfig  # noqa: E402
 from toolchain.build.manifest import Manifest  # noqa: E402
+from toolchain.profiles import EmbeddingQuant  # noqa: E402
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#1d232a}
@@ -124,6 +125,15 @@ def _variant(v: dict) -> str:
     return out + (f", branch {share:.3f} of the bits / weight" if share else "")
 
 
+def _tables(m: Manifest) -> str:
+    """'int2 asymmetric block 32, scales trained with the adapter' (or float)."""
+    spec, kind = m.profile.get("embeddings"), m.variant.get("tables", "?")
+    if spec is None:
+        return "float (fp32)"
+    how = {"trained": "scales trained with the adapter", "post-training": "quantized after training"}.get(kind, kind)
+    return f"{EmbeddingQuant.model_validate(spec).label()}, {how}"
+
+
 def _variant_comparison(val: dict | None) -> list[tuple[str, str]]:
     """What chose merged or branch: both candidates' accuracy on the search's validation documents."""
     if not val:
@@ -152,6 +162,7 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
         ("runtime weight bytes (onnxruntime's optimized graph)", _bytes(m.kernels.get("runtime_weight_bytes"))),
         ("opset / onnxruntime", f"{m.opset} / {m.onnxruntime_version}"),
         ("weights", _variant(m.variant)),
+        ("embedding tables", _tables(m)),
         *_variant_comparison(m.variant.get("validation")),
     ]
     body = (

@@ -14,7 +14,8 @@ from toolchain.profiles import DeviceProfile, default_profiles_dir, load_profile
 
 
 def training_settings(profiles: Sequence[DeviceProfile], specs=None, **overrides):
-    """TrainSettings whose bits and grids cover every choice `profiles` allow (one adapter serves all).
+    """TrainSettings whose bits and grids cover every choice `profiles` allow (one adapter serves all),
+    training with every embedding table format they ship (each learns its table scales).
 
     The grids are exactly the variants of the search's union space, so every configuration the search
     proposes during training and selection is one the run can generate.
@@ -26,7 +27,8 @@ def training_settings(profiles: Sequence[DeviceProfile], specs=None, **overrides
         return TrainSettings(**overrides)
     union = SearchSpace.union([SearchSpace.from_profile(p, specs or []) for p in profiles])
     grids = [Grid(scheme=v.scheme, block_size=v.block_size) for v in union.variants()]
-    return TrainSettings(bits=list(union.bits), grids=grids, **overrides)
+    tables = list({_table_key(p.embeddings): p.embeddings for p in profiles}.values())
+    return TrainSettings(bits=list(union.bits), grids=grids, tables=tables, **overrides)
 
 
 def train_run(
@@ -121,33 +123,59 @@ def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str],
 SEARCH_DOCS = 56  # validation documents per score, classes interleaved: 1.4-1.8 s per score on 2 cores
 
 
-def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progress: bool = True, scorer=None):
+def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progress: bool = True, scorer_for=None):
     """Best configuration per profile, scored with the trained adapter on a fixed validation subset.
     `profiles` are search profiles (toolchain.whole_model.search_profiles / `run_search_profiles`).
 
-    The sensitivities the run's training measured (by module type, the configurations the search would
-    probe) seed the search; a run without them is probed first (7 more scores on MiniLM). `scorer` replaces
-    the default `validation_scorer(run, SEARCH_DOCS)` (benches wrap it to record what was scored)."""
+    Each configuration is scored with the embedding tables its profile ships (`run.tables`), so profiles
+    are searched in groups of one table format each; the shared front's evaluations are shared out over
+    the groups by their number of profiles. The sensitivities the run's training measured (by module type,
+    the configurations the search would probe) seed every group; a run without them is probed once, in the
+    first group (7 more scores on MiniLM). `scorer_for(table)` replaces the default
+    `validation_scorer(run, SEARCH_DOCS, table)` (benches wrap it to record what was scored)."""
+    import dataclasses
+
     from tqdm.auto import tqdm
 
-    from toolchain.search import SearchSettings, select_configs
+    from toolchain.search import SearchSettings, merge_results, select_configs
     from toolchain.search.sensitivity import Sensitivity
 
     sensitivity = None if run.sensitivity is None else Sensitivity.from_dict(run.sensitivity)
-    scorer = scorer or validation_scorer(run, SEARCH_DOCS)
+    scorer_for = scorer_for or (lambda table: validation_scorer(run, SEARCH_DOCS, table))
+    groups: dict[str, list[DeviceProfile]] = {}
+    for p in profiles:
+        groups.setdefault(_table_key(p.embeddings), []).append(p)
+    settings, parts = SearchSettings(seed=seed), []
     with tqdm(desc="search", unit="config", disable=not progress, dynamic_ncols=True) as bar:
+        for group in groups.values():
+            scorer = scorer_for(group[0].embeddings)
 
-        def score(config: BitConfig):
-            out = scorer(config)
-            bar.update(1)
-            return out
+            def score(config: BitConfig, scorer=scorer):
+                out = scorer(config)
+                bar.update(1)
+                return out
 
-        return select_configs(profiles, run.specs, score, sensitivity=sensitivity, settings=SearchSettings(seed=seed))
+            share = max(1, round(settings.front_evals * len(group) / len(profiles)))
+            part = select_configs(
+                group,
+                run.specs,
+                score,
+                sensitivity=sensitivity,
+                settings=dataclasses.replace(settings, front_evals=share),
+            )
+            sensitivity = sensitivity or part.sensitivity
+            parts.append(part)
+    return merge_results(parts, [p.name for p in profiles])
 
 
-def validation_scorer(run, n_docs: int):
+def _table_key(table) -> str:
+    return "float" if table is None else table.model_dump_json()
+
+
+def validation_scorer(run, n_docs: int, table=None):
     """Metrics of a configuration's merged integers on the first `n_docs` validation documents (the split
-    interleaves classes, so they are class-balanced)."""
+    interleaves classes, so they are class-balanced), with the embedding tables in format `table` (an
+    EmbeddingQuant; None: float)."""
     from toolchain.evaluate import metrics, predict_logits
 
     val = run.splits.val
@@ -155,7 +183,7 @@ def validation_scorer(run, n_docs: int):
     reference = run.float_logits("val", range(len(texts)))
 
     def score(config: BitConfig):
-        logits = predict_logits(run.quantized_model(config), run.tokenizer, texts, run.settings.max_length)
+        logits = predict_logits(run.quantized_model(config, table=table), run.tokenizer, texts, run.settings.max_length)
         return metrics(logits, labels, reference)
 
     return score

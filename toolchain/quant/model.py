@@ -1,4 +1,5 @@
-"""Swap a model's Linear layers for ones that compute with exactly a BitConfig's dequantized integers."""
+"""Swap a model's Linear layers (and embedding tables) for ones that compute with exactly the dequantized
+integers the exporter writes."""
 
 from __future__ import annotations
 
@@ -59,6 +60,21 @@ class LowRankBranch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.down(x))
+
+
+class QuantEmbedding(nn.Embedding):
+    """An embedding table whose rows are scale * (q - zero_point): the integers the exporter stores
+    (toolchain.quant.tables), dequantized once; it looks up rows like the nn.Embedding it replaces."""
+
+    def __init__(self, qweight: QuantizedWeight, padding_idx: int | None = None):
+        vocab, hidden = qweight.shape
+        super().__init__(vocab, hidden, padding_idx=padding_idx, _weight=qweight.dequantize(), _freeze=True)
+        self.qweight = qweight
+
+    def extra_repr(self) -> str:
+        qw = self.qweight
+        gran = "per row" if qw.block_size is None else f"block {qw.block_size}"
+        return f"{super().extra_repr()}, {qw.bits}-bit {qw.scheme}, {gran}"
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -128,6 +144,16 @@ def apply_quantized(model: nn.Module, weights: dict[str, QuantizedWeight]) -> nn
         branch = None if down is None else LowRankBranch(down, up)
         set_module(model, name, QuantLinear(weights[name], linear.bias, branch))
     return model.eval()
+
+
+def apply_tables(model: nn.Module, tables: dict[str, QuantizedWeight]) -> nn.Module:
+    """`model` (in place) with each named nn.Embedding looking up the given integer table's rows."""
+    for name, qw in tables.items():
+        emb = get_module(model, name)
+        if not isinstance(emb, nn.Embedding) or tuple(emb.weight.shape) != tuple(qw.shape):
+            raise ValueError(f"table {name!r}: {tuple(qw.shape)} integers do not replace {emb}")
+        set_module(model, name, QuantEmbedding(qw, emb.padding_idx))
+    return model
 
 
 def quantize_model(model: nn.Module, config: BitConfig, rounding: Rounding = Rounding.MSE) -> nn.Module:

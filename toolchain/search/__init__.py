@@ -18,7 +18,7 @@ from toolchain.search.constraints import check_constraints
 from toolchain.search.pareto import hypervolume, pareto_indices
 from toolchain.search.refine import ParetoConfigSource, SpreadConfigSource
 from toolchain.search.scoring import ScoreCache, beats, error_of, quant_key, rank_key, selection_key
-from toolchain.search.select import SearchResult, SearchSettings, Selection, select_configs
+from toolchain.search.select import SearchResult, SearchSettings, Selection, merge_results, select_configs
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, weight_sensitivity
 from toolchain.search.space import (
     Cost,
@@ -38,6 +38,7 @@ __all__ = [
     "ScoreCache",
     "SearchResult",
     "SearchSettings",
+    "merge_results",
     "SearchSpace",
     "Selection",
     "Sensitivity",

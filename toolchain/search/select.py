@@ -133,9 +133,7 @@ class _Target:
             return None
         bits, variant = genome
         table = self._tables.setdefault(variant, CostTable.build(self.space, variant))
-        idx = allocate(
-            table, sens.aligned(self.space.specs), self.limit, sens.ref_bits, start=table.index(bits)
-        )
+        idx = allocate(table, sens.aligned(self.space.specs), self.limit, sens.ref_bits, start=table.index(bits))
         return None if idx is None else self.space.build(table.bits(idx), variant)
 
 
@@ -173,8 +171,31 @@ def select_configs(
     evaluated = tuple(_point(c, m) for c, m in items)
     front = tuple(evaluated[i] for i in pareto_indices([(c.avg_bits, error_of(m)) for c, m in items]))
     elapsed = time.perf_counter() - t0
+    return SearchResult(tuple(selections), front, evaluated, cache.evaluations, elapsed, settings.seed, sens, stages)
+
+
+def merge_results(parts: Sequence[SearchResult], order: Sequence[str]) -> SearchResult:
+    """One result from searches over disjoint groups of profiles (one per embedding table format): the
+    selections in `order` (profile names), every scored point, the front over them all; evaluations,
+    seconds and stages summed. The sensitivity is the first part's (the groups share it)."""
+    if len(parts) == 1:
+        return parts[0]
+    by_name = {sel.profile: sel for part in parts for sel in part.selections}
+    evaluated = tuple(p for part in parts for p in part.evaluated)
+    errors = [(p.avg_bits, error_of(Metrics(p.accuracy, 0.0, None, p.kl or 0.0))) for p in evaluated]
+    stages: dict[str, int] = {}
+    for part in parts:
+        for k, v in part.stages.items():
+            stages[k] = stages.get(k, 0) + v
     return SearchResult(
-        tuple(selections), front, evaluated, cache.evaluations, elapsed, settings.seed, sens, stages
+        tuple(by_name[n] for n in order),
+        tuple(evaluated[i] for i in pareto_indices(errors)),
+        evaluated,
+        sum(part.evaluations for part in parts),
+        sum(part.seconds for part in parts),
+        parts[0].seed,
+        parts[0].sensitivity,
+        stages,
     )
 
 
