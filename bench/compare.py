@@ -171,7 +171,7 @@ def bits_of(config: BitConfig) -> dict:
 
 def method_models(run: Run, variants: dict[str, Run], singles: dict[str, dict[str, Run]], target: dict) -> dict:
     """Method -> (thunk building its torch model, its configuration); edgeq's profile rows use the package."""
-    config = target["config"]
+    config, table = target["config"], target["profile"].embeddings  # adapter runs ship their trained tables
     uniform = nearest_uniform(run, target["profile"], config)
     out = {
         "ptq_rtn": (lambda: quantize_model(run.float_model(), config, Rounding.RTN), config),
@@ -179,12 +179,12 @@ def method_models(run: Run, variants: dict[str, Run], singles: dict[str, dict[st
         "uniform_rtn": (lambda: quantize_model(run.float_model(), uniform, Rounding.RTN), uniform),
     }
     if target["kind"] == "budget":
-        out = {"edgeq": (lambda: run.quantized_model(config), config)} | out
+        out = {"edgeq": (lambda: run.quantized_model(config, table=table), config)} | out
     for method, other in variants.items():  # whole-run variants: every configuration from one run
-        out[method] = (lambda other=other: other.quantized_model(config), config)
+        out[method] = (lambda other=other: other.quantized_model(config, table=table), config)
     for method, runs in singles.items():
         if config.digest() in runs:
-            out[method] = (lambda runs=runs: runs[config.digest()].quantized_model(config), config)
+            out[method] = (lambda runs=runs: runs[config.digest()].quantized_model(config, table=table), config)
     return out
 
 
@@ -237,8 +237,9 @@ def train_singles(
         if len(singles) >= k or digest in seen:
             continue
         seen.add(digest)
+        own = settings.model_copy(update={"tables": [t["profile"].embeddings]})  # its one device's tables
         single, seconds = train_variant(
-            run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, work / f"{prefix}-{digest}", settings,
+            run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, work / f"{prefix}-{digest}", own,
             config_source=FixedConfigSource([t["config"]]), progress=True,
         )  # fmt: skip
         singles[digest] = single

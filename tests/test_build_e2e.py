@@ -132,6 +132,34 @@ def test_branch_profile_ships_the_better_of_merged_and_branch(built, build_profi
     assert "validation" not in load_manifest(out / "rpi5").variant  # rpi5 allows no branch: merged, no choice
 
 
+def test_packages_store_the_tables_trained_with_the_adapter(built, build_profiles):
+    """Each package's embedding tables are its run's trained ones in its profile's format (frozen integers,
+    learned fp16 scales), not quantized again at export; the report says so."""
+    from onnx import numpy_helper
+
+    from toolchain.adapter import Run
+    from toolchain.build.branch import BRANCH
+    from toolchain.quant.tables import quantize_table
+
+    out = built[0]
+    runs = {"-branch-" in d.name: Run.load(d) for d in (out / ".edgeq").glob("run-*") if d.is_dir()}
+    moved = False
+    for name in _profiles(build_profiles):
+        m = load_manifest(out / name)
+        spec = load_profile(build_profiles / f"{name}.yaml").embeddings
+        assert m.variant["tables"] == "trained"
+        assert "scales trained with the adapter" in (out / name / "report.html").read_text()
+        run = runs[m.variant["weights"] == BRANCH]
+        trained = run.tables(spec)["bert.embeddings.word_embeddings"]
+        inits = onnx.load(str(out / name / "model.onnx"), load_external_data=False).graph.initializer
+        (stored,) = [i for i in inits if i.name == "bert.embeddings.word_embeddings.scale"]
+        scale = numpy_helper.to_array(stored).astype(np.float32).reshape(trained.scale.shape)
+        assert np.array_equal(scale, trained.scale.numpy())
+        ptq = quantize_table(run.float_model().bert.embeddings.word_embeddings.weight, spec)
+        moved |= not np.array_equal(scale, ptq.scale.numpy())
+    assert moved  # training changed the tables' scales
+
+
 def test_terminal_table_shows_every_devices_numbers(built, capsys):
     out = built[0]
     packages = sorted(p for p in out.iterdir() if (p / "manifest.json").is_file())
