@@ -26,6 +26,11 @@ budgets) into the block between `<!-- branch -->` markers.
 writes bench/compute_paths.py's table (each package against float, quantize_dynamic, static QDQ and
 MatMulNBits: accuracy, paired test, file MB, kernels, latency ratios) into the `<!-- compute-paths -->` block.
 
+    python bench/readme_assets.py --builds bench/results/builds_trained_tables_mr.json
+
+writes bench/builds_compare.py's table (two builds' packages, validation and test, paired) into the
+`<!-- builds -->` block.
+
     python bench/readme_assets.py --branch-training bench/results/adapter_branch_training.json
 
 writes bench/adapter_branch_training.py's table (spread and budgeted branch runs, test accuracy and KL)
@@ -42,6 +47,7 @@ import tempfile
 from pathlib import Path
 
 from compare_report import compare_markdown, compare_plot
+from builds_compare import table as builds_table
 from compute_paths import table as compute_paths_table
 from record import StaleResult, check_current
 
@@ -249,7 +255,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compute-paths", type=Path, default=None, help="bench/compute_paths.py's JSON: its table only"
     )
+    parser.add_argument("--builds", type=Path, default=None, help="bench/builds_compare.py's JSON: its table only")
     args = parser.parse_args(argv)
+    if args.builds is not None:
+        result = _current(args.builds)
+        prov = result["provenance"]
+        head = (
+            f"Measured at commit {prov['commit']} on {prov['machine']['date'][:10]} ({prov['data']}); baseline "
+            f"`{result['baseline']}`, candidate `{result['candidate']}`. McNemar's exact test of the candidate's "
+            "package against the baseline's on the same documents; validation decides, test reports.\n\n"
+        )
+        body = head + builds_table(result)
+        replace_block(REPO / "README.md", "builds", body)
+        print(body + "\n\n(README builds block replaced)")
+        return
     if args.compute_paths is not None:
         result = _current(args.compute_paths)
         prov = result["provenance"]
