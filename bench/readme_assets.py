@@ -46,8 +46,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from compare_report import compare_markdown, compare_plot
 from builds_compare import table as builds_table
+from compare_report import compare_markdown, compare_plot
 from compute_paths import table as compute_paths_table
 from record import StaleResult, check_current
 

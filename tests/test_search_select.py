@@ -210,3 +210,25 @@ def test_accuracy_ties_go_to_the_most_bits_not_to_kl(profiles):
     chosen = result.selection("rpi5").config
     assert chosen.avg_bits == max(c.avg_bits for c in feasible)
     assert chosen.avg_bits > min(c.avg_bits for c in feasible)  # there was a cheaper tie to refuse
+
+
+def test_merged_groups_keep_every_selection_point_and_evaluation(profiles):
+    """Searches over disjoint groups of profiles merge into one result: the selections in the profiles'
+    order, every scored point, the evaluations and stages summed, and a front no merged point dominates."""
+    from toolchain.search.pareto import pareto_indices
+    from toolchain.search.select import merge_results
+
+    toy = ToyProblem.make(SPECS, seed=2)
+    names = list(profiles)
+    groups = [names[:2], names[2:]]
+    parts = [select_configs([profiles[n] for n in g], SPECS, toy.metrics, settings=SETTINGS) for g in groups]
+    merged = merge_results(parts, list(reversed(names)))
+    assert [s.profile for s in merged.selections] == list(reversed(names))
+    assert merged.evaluations == sum(p.evaluations for p in parts)
+    assert len(merged.evaluated) == sum(len(p.evaluated) for p in parts)
+    assert merged.stages["seeds"] == sum(p.stages["seeds"] for p in parts)
+    points = [(p.avg_bits, 100 - p.accuracy + p.kl) for p in merged.evaluated]
+    assert sorted(merged.front, key=lambda p: p.avg_bits) == sorted(
+        (merged.evaluated[i] for i in pareto_indices(points)), key=lambda p: p.avg_bits
+    )
+    assert merge_results(parts[:1], names[:2]) is parts[0]
