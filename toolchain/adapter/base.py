@@ -50,16 +50,7 @@ class QuantBase:
         return self._t[f"{self._key(layer, bits, grid)}|s"].to(device)
 
     def get(self, layer: str, bits: int, grid: Grid, device: torch.device | None = None) -> QuantizedWeight:
-        key = self._key(layer, bits, grid)
-        zp = self._t.get(f"{key}|z")
-        return QuantizedWeight(
-            q=self._t[f"{key}|q"].to(device=device, dtype=torch.int16),
-            scale=self._t[f"{key}|s"].to(device),
-            zero_point=None if zp is None else zp.to(device=device, dtype=torch.int16),
-            bits=bits,
-            scheme=grid.scheme,
-            block_size=grid.block_size,
-        )
+        return entry_weight(self._t, self._key(layer, bits, grid), bits, grid.scheme, grid.block_size, device)
 
     @classmethod
     def build(
@@ -77,7 +68,7 @@ class QuantBase:
                 for spec in specs:
                     w = model.get_submodule(spec.name).weight.detach()
                     qw = quantize_mse(w, b, grid.scheme, grid.block_size)
-                    tensors.update(_entry_tensors(entry_key(spec.name, b, grid), qw))
+                    tensors.update(entry_tensors(entry_key(spec.name, b, grid), qw))
                 if on_entry is not None:
                     on_entry()
         return cls(tensors, grids)
@@ -90,9 +81,30 @@ class QuantBase:
         return cls(load_file(str(path)), grids)
 
 
-def _entry_tensors(key: str, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
+def entry_tensors(key: str, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
+    """`qw` as stored under `key`: integers (`|q`, int8 or uint8), scales (`|s`) and zero points (`|z`)."""
     store = torch.int8 if qw.scheme is Scheme.SYMMETRIC else torch.uint8
     out = {f"{key}|q": qw.q.to(store).contiguous(), f"{key}|s": qw.scale.contiguous()}
     if qw.zero_point is not None:
         out[f"{key}|z"] = qw.zero_point.to(torch.uint8).contiguous()
     return out
+
+
+def entry_weight(
+    tensors: dict[str, torch.Tensor],
+    key: str,
+    bits: int,
+    scheme: Scheme,
+    block_size: int | None,
+    device: torch.device | None = None,
+) -> QuantizedWeight:
+    """The QuantizedWeight `entry_tensors` stored under `key` (int16 integers, on `device`)."""
+    zp = tensors.get(f"{key}|z")
+    return QuantizedWeight(
+        q=tensors[f"{key}|q"].to(device=device, dtype=torch.int16),
+        scale=tensors[f"{key}|s"].to(device),
+        zero_point=None if zp is None else zp.to(device=device, dtype=torch.int16),
+        bits=bits,
+        scheme=scheme,
+        block_size=block_size,
+    )

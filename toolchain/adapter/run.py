@@ -168,6 +168,7 @@ class Run:
         self.specs: list[LayerSpec] = [LayerSpec(**d) for d in info["specs"]]
         self._deploy = copy.deepcopy(float_net)
         self._deploy.classifier.load_state_dict(coa.net.classifier.state_dict())  # the jointly trained head
+        self._tables: dict[EmbeddingQuant, dict[str, QuantizedWeight]] = {}  # Run.tables, by format
 
     @staticmethod
     def is_complete(run_dir: Path | str) -> bool:
@@ -243,9 +244,15 @@ class Run:
     def tables(self, table: EmbeddingQuant) -> dict[str, QuantizedWeight]:
         """Every embedding table's integers in format `table`, by module name: with the scales the adapter
         learned when the run trained that format, else quantize_table's (PTQ of the float fine-tuned table)."""
+        if table in self._tables:  # once per format: quantize_table takes seconds on a 30k-row table
+            return self._tables[table]
         if self.trained_table(table):
-            return self.adapter_model.generate_tables(table)
-        return {n: quantize_table(self._float.get_submodule(n).weight, table) for n in embedding_modules(self._float)}
+            out = self.adapter_model.generate_tables(table)
+        else:
+            net = self._float
+            out = {n: quantize_table(net.get_submodule(n).weight, table) for n in embedding_modules(net)}
+        self._tables[table] = out
+        return out
 
     def quantized_model(
         self, bit_config: BitConfig, rank: int | None = None, table: EmbeddingQuant | None = None

@@ -136,7 +136,7 @@ class TrainSettings(BaseModel):
             raise ValueError(f"bits: {bad[0]} is not in 2..8")
         if len({g.key for g in self.grids}) != len(self.grids):
             raise ValueError(f"grids: duplicates in {[g.key for g in self.grids]}")
-        if len({None if t is None else t.model_dump_json() for t in self.tables}) != len(self.tables):
+        if len(set(self.tables)) != len(self.tables):
             raise ValueError("tables: duplicate formats")
         if self.batch_size < self.configs_per_step:
             raise ValueError(f"batch_size {self.batch_size} < configs_per_step {self.configs_per_step}")

@@ -16,10 +16,11 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from toolchain.adapter.base import entry_tensors, entry_weight
 from toolchain.errors import BadInputError
 from toolchain.io import atomic_write_bytes
 from toolchain.profiles import EmbeddingQuant
-from toolchain.quant.core import QuantizedWeight, Scheme
+from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.tables import FP16_TINY, quantize_table
 
 
@@ -41,20 +42,19 @@ class TableBase:
         self._t = tensors
         self.formats = list(formats)
 
-    def get(self, name: str, spec: EmbeddingQuant, device: torch.device | None = None) -> QuantizedWeight:
+    def _key(self, name: str, spec: EmbeddingQuant) -> str:
         key = f"{name}|{format_key(spec)}"
         if f"{key}|q" not in self._t:
             trained = ", ".join(f.label() for f in self.formats) or "none"
             raise BadInputError(f"table {name!r}: {spec.label()} is not covered by this run (formats: {trained})")
-        zp = self._t.get(f"{key}|z")
-        return QuantizedWeight(
-            q=self._t[f"{key}|q"].to(device=device, dtype=torch.int16),
-            scale=self._t[f"{key}|s"].to(device),
-            zero_point=None if zp is None else zp.to(device=device, dtype=torch.int16),
-            bits=spec.bits,
-            scheme=spec.scheme,
-            block_size=spec.block_size,
-        )
+        return key
+
+    def scale(self, name: str, spec: EmbeddingQuant) -> torch.Tensor:
+        """The (vocab, G) fp16-exact scales of one entry alone (`get` would also convert its integers)."""
+        return self._t[f"{self._key(name, spec)}|s"]
+
+    def get(self, name: str, spec: EmbeddingQuant, device: torch.device | None = None) -> QuantizedWeight:
+        return entry_weight(self._t, self._key(name, spec), spec.bits, spec.scheme, spec.block_size, device)
 
     @classmethod
     def build(
@@ -64,12 +64,7 @@ class TableBase:
         for spec in formats:
             for name in embedding_modules(model):
                 qw = quantize_table(model.get_submodule(name).weight, spec)
-                key = f"{name}|{format_key(spec)}"
-                store = torch.int8 if qw.scheme is Scheme.SYMMETRIC else torch.uint8
-                tensors[f"{key}|q"] = qw.q.to(store).contiguous()
-                tensors[f"{key}|s"] = qw.scale.contiguous()
-                if qw.zero_point is not None:
-                    tensors[f"{key}|z"] = qw.zero_point.to(torch.uint8).contiguous()
+                tensors.update(entry_tensors(f"{name}|{format_key(spec)}", qw))
             if on_entry is not None:
                 on_entry()
         return cls(tensors, formats)
@@ -97,7 +92,7 @@ class CoAEmbedding(nn.Module):
         self.name, self.base = name, base
         self.register_buffer("weight", emb.weight.detach().clone(), persistent=False)
         self.log_scales = nn.ParameterDict(
-            {format_key(f): nn.Parameter(torch.zeros_like(base.get(name, f).scale)) for f in base.formats}
+            {format_key(f): nn.Parameter(torch.zeros_like(base.scale(name, f))) for f in base.formats}
         )
         self.current: EmbeddingQuant | None = None
         self._ints: dict[str, QuantizedWeight] = {}  # format key -> integers on the model's device

@@ -10,7 +10,7 @@ from toolchain.data import load_dataset
 from toolchain.errors import BadInputError
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path
-from toolchain.profiles import DeviceProfile, default_profiles_dir, load_profiles
+from toolchain.profiles import DeviceProfile, EmbeddingQuant, default_profiles_dir, load_profiles
 
 
 def training_settings(profiles: Sequence[DeviceProfile], specs=None, **overrides):
@@ -27,7 +27,7 @@ def training_settings(profiles: Sequence[DeviceProfile], specs=None, **overrides
         return TrainSettings(**overrides)
     union = SearchSpace.union([SearchSpace.from_profile(p, specs or []) for p in profiles])
     grids = [Grid(scheme=v.scheme, block_size=v.block_size) for v in union.variants()]
-    tables = list({_table_key(p.embeddings): p.embeddings for p in profiles}.values())
+    tables = list(dict.fromkeys(p.embeddings for p in profiles))
     return TrainSettings(bits=list(union.bits), grids=grids, tables=tables, **overrides)
 
 
@@ -142,9 +142,9 @@ def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progres
 
     sensitivity = None if run.sensitivity is None else Sensitivity.from_dict(run.sensitivity)
     scorer_for = scorer_for or (lambda table: validation_scorer(run, SEARCH_DOCS, table))
-    groups: dict[str, list[DeviceProfile]] = {}
+    groups: dict[EmbeddingQuant | None, list[DeviceProfile]] = {}
     for p in profiles:
-        groups.setdefault(_table_key(p.embeddings), []).append(p)
+        groups.setdefault(p.embeddings, []).append(p)
     settings, parts = SearchSettings(seed=seed), []
     with tqdm(desc="search", unit="config", disable=not progress, dynamic_ncols=True) as bar:
         for group in groups.values():
@@ -166,10 +166,6 @@ def search_run(run, profiles: Sequence[DeviceProfile], *, seed: int = 0, progres
             sensitivity = sensitivity or part.sensitivity
             parts.append(part)
     return merge_results(parts, [p.name for p in profiles])
-
-
-def _table_key(table) -> str:
-    return "float" if table is None else table.model_dump_json()
 
 
 def validation_scorer(run, n_docs: int, table=None):
