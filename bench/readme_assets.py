@@ -242,6 +242,29 @@ def _current(path: Path) -> dict:
     return result
 
 
+def _measured_at(result: dict, what: str) -> str:
+    prov = result["provenance"]
+    return f"Measured at commit {prov['commit']} on {prov['machine']['date'][:10]} ({prov['data']}{what})"
+
+
+def _builds_block(result: dict) -> str:
+    head = (
+        f"{_measured_at(result, '')}; baseline `{result['baseline']}`, candidate `{result['candidate']}`. "
+        "McNemar's exact test of the candidate's package against the baseline's on the same documents; "
+        "validation decides, test reports.\n\n"
+    )
+    return head + builds_table(result)
+
+
+def _compute_paths_block(result: dict) -> str:
+    docs = len(result["rows"][next(iter(result["rows"]))]["predictions"])
+    head = (
+        f"{_measured_at(result, f', test split, {docs} documents')}; McNemar's exact test against "
+        "quantize_dynamic: documents only the row's model / only quantize_dynamic gets right.\n\n"
+    )
+    return head + compute_paths_table(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dist", type=Path, nargs="?")
@@ -257,42 +280,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--builds", type=Path, default=None, help="bench/builds_compare.py's JSON: its table only")
     args = parser.parse_args(argv)
-    if args.builds is not None:
-        result = _current(args.builds)
-        prov = result["provenance"]
-        head = (
-            f"Measured at commit {prov['commit']} on {prov['machine']['date'][:10]} ({prov['data']}); baseline "
-            f"`{result['baseline']}`, candidate `{result['candidate']}`. McNemar's exact test of the candidate's "
-            "package against the baseline's on the same documents; validation decides, test reports.\n\n"
-        )
-        body = head + builds_table(result)
-        replace_block(REPO / "README.md", "builds", body)
-        print(body + "\n\n(README builds block replaced)")
-        return
-    if args.compute_paths is not None:
-        result = _current(args.compute_paths)
-        prov = result["provenance"]
-        head = (
-            f"Measured at commit {prov['commit']} on {prov['machine']['date'][:10]} ({prov['data']}, test split, "
-            f"{len(result['rows'][next(iter(result['rows']))]['predictions'])} documents); McNemar's exact test "
-            "against quantize_dynamic: documents only the row's model / only quantize_dynamic gets right.\n\n"
-        )
-        body = head + compute_paths_table(result)
-        replace_block(REPO / "README.md", "compute-paths", body)
-        print(body + "\n\n(README compute-paths block replaced)")
-        return
-    if args.branch_training is not None:
-        body = branch_training_table(_current(args.branch_training))
-        replace_block(REPO / "README.md", "branch-training", body)
-        print(body + "\n\n(README branch-training block replaced)")
-        return
+    single = {  # README block -> (the result given for it, its text)
+        "builds": (args.builds, _builds_block),
+        "compute-paths": (args.compute_paths, _compute_paths_block),
+        "branch-training": (args.branch_training, branch_training_table),
+        "branch": (args.branch, branch_table),
+    }
+    for marker, (path, text) in single.items():
+        if path is not None:
+            body = text(_current(path))
+            replace_block(REPO / "README.md", marker, body)
+            print(body + f"\n\n(README {marker} block replaced)")
+            return
     if args.compare is not None:
         compare_assets(args.compare)
-        return
-    if args.branch is not None:
-        body = branch_table(_current(args.branch))
-        replace_block(REPO / "README.md", "branch", body)
-        print(body + "\n\n(README branch block replaced)")
         return
     fresh = _current(args.fresh) if args.fresh else None
     if fresh is not None:
