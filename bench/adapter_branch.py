@@ -35,9 +35,9 @@ from adapter_common import find_run, r2
 from record import provenance
 
 from toolchain.adapter import Run
-from toolchain.adapter.stages import DATA, read_dataset
+from toolchain.adapter.run_files import DATA, read_dataset
 from toolchain.build.branch import choose_variant, seeds_only
-from toolchain.build.stages import SEARCH_DOCS, validation_scorer
+from toolchain.build.device_search import SEARCH_DOCS, validation_scorer
 from toolchain.io import atomic_write_json
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
 from toolchain.search import Sensitivity, check_constraints, select_configs

@@ -29,10 +29,10 @@ from adapter_common import find_run
 from record import provenance
 
 from toolchain.adapter import ForwardMode, RandomConfigSource, Run, train
-from toolchain.adapter.stages import DATA, read_dataset, share_float_stages
+from toolchain.adapter.run_files import DATA, read_dataset, share_float_stages
 from toolchain.bitconfig import BitConfig, config_from_bits
 from toolchain.build.branch import branch_steps, branch_training_filter, branch_training_source
-from toolchain.build.stages import training_settings
+from toolchain.build.training import training_settings
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path
 from toolchain.profiles import default_profiles_dir, load_profile

@@ -16,7 +16,7 @@ import torch
 from record import machine_info  # noqa: F401  (the benches import it from here)
 from stats import mcnemar
 
-from toolchain.adapter import Run, TrainSettings, stages, train
+from toolchain.adapter import Run, TrainSettings, run_files, train
 from toolchain.bitconfig import BitConfig
 from toolchain.build.branch import BRANCH_RUN_INFIX
 from toolchain.data import TextDataset
@@ -24,7 +24,7 @@ from toolchain.evaluate import encode, metrics
 from toolchain.io import link_or_copy
 from toolchain.quant.model import apply_quantized
 
-SHARED = (stages.FLOAT_DIR, stages.LOGITS, stages.BASE, stages.DATA, stages.TIMINGS)
+SHARED = (run_files.FLOAT_DIR, run_files.LOGITS, run_files.BASE, run_files.DATA, run_files.TIMINGS)
 
 
 def find_run(dist: Path, hint: str = "", *, branch: bool = False) -> Path:
@@ -52,7 +52,7 @@ def seed_run_dir(float_dir: Path, run_dir: Path, settings: TrainSettings) -> Non
     """Put the float stage's outputs into `run_dir` (unless already there): hard links where the file system
     allows (the quantized base alone is 390 MB on MiniLM; training replaces files by rename, never in place,
     so a link cannot change the donor), else copies."""
-    donor = TrainSettings.model_validate_json((float_dir / stages.SETTINGS).read_text())
+    donor = TrainSettings.model_validate_json((float_dir / run_files.SETTINGS).read_text())
     same = (donor.float_digest(), donor.bits, donor.grids) == (
         settings.float_digest(),
         settings.bits,

@@ -49,7 +49,7 @@ from toolchain.adapter import (
     TrainSettings,
     make_config,
     random_config_at,
-    stages,
+    run_files,
     train,
 )
 from toolchain.data import load_dataset
@@ -170,7 +170,7 @@ def per_config_rows(run: Run, configs, k: int, split: str, work: Path, done: dic
 
 
 def load_dataset_of(run: Run):
-    return stages.read_dataset(run.run_dir / stages.DATA)
+    return run_files.read_dataset(run.run_dir / run_files.DATA)
 
 
 def earlier_result(args: argparse.Namespace) -> dict:

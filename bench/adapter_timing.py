@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from adapter_common import machine_info
 
-from toolchain.adapter import Run, TrainSettings, stages, train
+from toolchain.adapter import Run, TrainSettings, run_files, train
 from toolchain.data import load_dataset
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": str(args.run),
         "threads": args.threads,
         "settings": run.settings.model_dump(mode="json"),
-        "stages": json.loads((args.run / stages.TIMINGS).read_text()),
+        "stages": json.loads((args.run / run_files.TIMINGS).read_text()),
         "float_test": run.info["float_test"],
         "this_call": {
             "trained": fresh,

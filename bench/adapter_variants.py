@@ -37,7 +37,7 @@ import torch
 from adapter_common import coa_logits, machine_info, ptq_logits, r2, split_metrics, train_variant
 from adapter_generalisation import add_draw_args, held_out, load_dataset_of
 
-from toolchain.adapter import Run, TrainSettings, stages
+from toolchain.adapter import Run, TrainSettings, run_files
 from toolchain.io import atomic_write_json, sha256_file
 from toolchain.models import default_model_path
 from toolchain.profiles import default_profiles_dir, load_profiles
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         variant["overrides"] = changes
         run = Run.load(variant["run"])
-        adapter = stages.ADAPTER
+        adapter = run_files.ADAPTER
         variant["adapter_equals_run"] = sha256_file(run.run_dir / adapter) == sha256_file(build_run.run_dir / adapter)
         for budget, config in configs:
             if config.digest() not in variant["rows"]:

@@ -26,7 +26,7 @@ from compare_ort import EvalSet, measure
 from record import provenance
 from stats import accuracy_interval, decode_predictions, mcnemar
 
-from toolchain.adapter import Run, stages
+from toolchain.adapter import Run, run_files
 from toolchain.io import atomic_write_json, sha256_file
 from toolchain.validators import runner
 
@@ -45,9 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run_dir(dist: Path) -> Path:
-    """The merged run of a build; its format need not be this edgeq's (only its data is read)."""
+    """The merged run of a build; it may be older code's (only its data is read)."""
     runs = [
-        d for d in sorted((dist / ".edgeq").glob("run-*")) if (d / stages.DATA).is_file() and "-branch-" not in d.name
+        d
+        for d in sorted((dist / ".edgeq").glob("run-*"))
+        if (d / run_files.DATA).is_file() and "-branch-" not in d.name
     ]
     if len(runs) != 1:
         raise SystemExit(f"{dist}/.edgeq: {len(runs)} merged runs; pass an edgeq build --out directory")
@@ -55,8 +57,8 @@ def _run_dir(dist: Path) -> Path:
 
 
 def _same_data(a: Path, b: Path) -> None:
-    seed = [json.loads((d / stages.SETTINGS).read_text())["seed"] for d in (a, b)]
-    if sha256_file(a / stages.DATA) != sha256_file(b / stages.DATA) or seed[0] != seed[1]:
+    seed = [json.loads((d / run_files.SETTINGS).read_text())["seed"] for d in (a, b)]
+    if sha256_file(a / run_files.DATA) != sha256_file(b / run_files.DATA) or seed[0] != seed[1]:
         raise SystemExit(f"{a} and {b}: not the same data and seed, so not the same splits")
 
 
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     run = Run.load(find_run(args.candidate, "; pass an edgeq build --out directory"))
     _same_data(run.run_dir, _run_dir(args.baseline))
-    data = stages.read_dataset(run.run_dir / stages.DATA).source
+    data = run_files.read_dataset(run.run_dir / run_files.DATA).source
     out = args.out or RESULTS / f"builds_{args.label}_{data}.json"
     names = sorted(
         {p.parent.name for p in args.candidate.glob("*/model.onnx")}

@@ -51,11 +51,11 @@ from compare_ort import EvalSet, float_onnx, measure, ort_baselines
 from record import code_hash, provenance
 from stats import encode_predictions
 
-from toolchain.adapter import FixedConfigSource, ForwardMode, Run, TrainSettings, stages
+from toolchain.adapter import FixedConfigSource, ForwardMode, Run, TrainSettings, run_files
 from toolchain.bitconfig import BitConfig, config_from_bits
 from toolchain.build.device import CALIBRATION_TEXTS, calibration_texts
+from toolchain.build.device_search import search_run
 from toolchain.build.manifest import load_manifest
-from toolchain.build.stages import search_run
 from toolchain.exporters import export_model
 from toolchain.io import atomic_write_json
 from toolchain.profiles import Budget, DeviceProfile, default_profiles_dir, load_profiles
@@ -228,7 +228,7 @@ def train_singles(
     run: Run, target_list: list[dict], k: int, work: Path, method: str = "per_config_lora"
 ) -> tuple[dict[str, Run], list[dict]]:
     """`method` runs for the k lowest-bit distinct configurations (reused when finished)."""
-    ds = stages.read_dataset(run.run_dir / stages.DATA)
+    ds = run_files.read_dataset(run.run_dir / run_files.DATA)
     settings = TrainSettings.model_validate(run.settings.model_dump() | SINGLE_METHODS[method])
     prefix = "per-config" if method == "per_config_lora" else method
     seen, singles, costs = set(), {}, []
@@ -239,7 +239,7 @@ def train_singles(
         seen.add(digest)
         own = settings.model_copy(update={"tables": [t["profile"].embeddings]})  # its one device's tables
         single, seconds = train_variant(
-            run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, work / f"{prefix}-{digest}", own,
+            run.run_dir / run_files.FLOAT_DIR, ds, run.run_dir, work / f"{prefix}-{digest}", own,
             config_source=FixedConfigSource([t["config"]]), progress=True,
         )  # fmt: skip
         singles[digest] = single
@@ -265,12 +265,12 @@ def variant_run(run: Run, method: str, path: Path | None, profiles: list[DeviceP
 
         settings = TrainSettings.model_validate(run.settings.model_dump() | VARIANT_METHODS[method])
         source = None
-        if profiles:  # as the build's training stage makes it (toolchain.build.stages.train_run)
+        if profiles:  # as the build's training stage makes it (toolchain.build.training.train_run)
             source = ParetoConfigSource.for_profiles(
                 profiles, run.specs, seed=run.settings.seed, probe_group=module_type
             )
-        ds = stages.read_dataset(run.run_dir / stages.DATA)
-        train_variant(run.run_dir / stages.FLOAT_DIR, ds, run.run_dir, path, settings, config_source=source)
+        ds = run_files.read_dataset(run.run_dir / run_files.DATA)
+        train_variant(run.run_dir / run_files.FLOAT_DIR, ds, run.run_dir, path, settings, config_source=source)
     other = Run.load(path)
     return other, {"dir": str(path), "settings": other.settings.model_dump(mode="json"), **stage_cost(other, "adapter")}
 
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.run = args.run or find_run(args.packages, "; pass --run")
     run = Run.load(args.run)
-    data = stages.read_dataset(run.run_dir / stages.DATA).source
+    data = run_files.read_dataset(run.run_dir / run_files.DATA).source
     args.out = args.out or RESULTS / f"compare_{data}.json"
     result = earlier(args) or {"run": str(args.run), "packages": str(args.packages), "rows": {}}
     result |= {"budgets": args.budgets, "settings": run.settings.model_dump(mode="json"), "versions": versions()}

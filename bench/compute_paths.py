@@ -32,7 +32,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from record import provenance
 from stats import accuracy_interval, decode_predictions, mcnemar
 
-from toolchain.adapter import Run, stages
+from toolchain.adapter import Run, run_files
 from toolchain.build.device import CALIBRATION_TEXTS, calibration_texts
 from toolchain.io import atomic_write_json
 from toolchain.validators import runner
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     run = Run.load(find_run(args.packages, "; pass an edgeq build --out directory"))
-    data = stages.read_dataset(run.run_dir / stages.DATA).source
+    data = run_files.read_dataset(run.run_dir / run_files.DATA).source
     out = args.out or RESULTS / f"compute_paths_{data}.json"
     test = run.splits.test
     ev = EvalSet(run.tokenizer, test.texts, test.labels, run.float_logits("test"), run.settings.max_length)

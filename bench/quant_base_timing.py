@@ -21,7 +21,7 @@ import torch
 from adapter_common import machine_info
 
 import toolchain.quant.core as core
-from toolchain.build.stages import training_settings
+from toolchain.build.training import training_settings
 from toolchain.data import load_dataset
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path, load_model, quantizable_layers

@@ -26,8 +26,9 @@ from adapter_common import coa_logits, find_run, machine_info, paired_test, r2, 
 
 from toolchain.adapter import Run
 from toolchain.bitconfig import BitConfig
-from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, run_search_profiles, validation_scorer
+from toolchain.build.device_search import SEARCH_DOCS, run_search_profiles, validation_scorer
 from toolchain.io import atomic_write_json
+from toolchain.profiles import profiles_or_default
 from toolchain.search import (
     ScoreCache,
     beats,

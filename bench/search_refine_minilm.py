@@ -21,8 +21,8 @@ import torch
 from adapter_common import coa_metrics, machine_info, r2, train_variant
 from adapter_generalisation import held_out
 
-from toolchain.adapter import Run, stages
-from toolchain.build.stages import run_search_profiles
+from toolchain.adapter import Run, run_files
+from toolchain.build.device_search import run_search_profiles
 from toolchain.io import atomic_write_json
 from toolchain.profiles import default_profiles_dir, load_profiles
 from toolchain.search import SpreadConfigSource
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     history = json.loads(history_file.read_text())
     profiles = run_search_profiles(refined, load_profiles([default_profiles_dir()]))  # layer budgets
     source = SpreadConfigSource.for_profiles(profiles, refined.specs, seed=refined.settings.seed)
-    ds = stages.read_dataset(refined.run_dir / stages.DATA)
+    ds = run_files.read_dataset(refined.run_dir / run_files.DATA)
     spread, spread_s = train_variant(
-        refined.run_dir / stages.FLOAT_DIR,
+        refined.run_dir / run_files.FLOAT_DIR,
         ds,
         refined.run_dir,
         args.work / "spread",

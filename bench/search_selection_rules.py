@@ -24,8 +24,9 @@ import torch
 from adapter_common import find_run, machine_info, r2
 
 from toolchain.adapter import Run
-from toolchain.build.stages import SEARCH_DOCS, profiles_or_default, run_search_profiles, search_run, validation_scorer
+from toolchain.build.device_search import SEARCH_DOCS, run_search_profiles, search_run, validation_scorer
 from toolchain.io import atomic_write_json
+from toolchain.profiles import profiles_or_default
 from toolchain.search import Limit, SearchSpace, quant_key
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_selection_rules.json"

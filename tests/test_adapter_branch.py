@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from toolchain.adapter import ForwardMode, Grid, RandomConfigSource, Run, stages, train
+from toolchain.adapter import ForwardMode, Grid, RandomConfigSource, Run, run_files, train
 from toolchain.bitconfig import config_from_bits
 from toolchain.build.branch import BRANCH, MERGED, branch_ranks, choose_variant, shrunk_profile
 from toolchain.errors import BadInputError
@@ -34,7 +34,7 @@ def runs(tiny_data, tmp_path_factory) -> tuple[Run, Run]:
     root = tmp_path_factory.mktemp("branch")
     model = tiny_model_dir(root / "model", max_positions=128)
     merged = train(model, tiny_data, root / "merged", SETTINGS, progress=False)
-    stages.share_float_stages(merged.run_dir, root / "branch")
+    run_files.share_float_stages(merged.run_dir, root / "branch")
     branch_settings = SETTINGS.model_copy(update={"forward": ForwardMode.BRANCH})
     return merged, train(model, tiny_data, root / "branch", branch_settings, progress=False)
 
@@ -45,9 +45,9 @@ def _config(run: Run, seed: int = 1):
 
 def test_branch_run_reuses_the_float_stage(runs):
     merged, branch = runs
-    for f in sorted((merged.run_dir / stages.FLOAT_DIR).iterdir()):
-        assert sha256_file(f) == sha256_file(branch.run_dir / stages.FLOAT_DIR / f.name)
-        assert f.stat().st_ino == (branch.run_dir / stages.FLOAT_DIR / f.name).stat().st_ino  # linked, not copied
+    for f in sorted((merged.run_dir / run_files.FLOAT_DIR).iterdir()):
+        assert sha256_file(f) == sha256_file(branch.run_dir / run_files.FLOAT_DIR / f.name)
+        assert f.stat().st_ino == (branch.run_dir / run_files.FLOAT_DIR / f.name).stat().st_ino  # linked, not copied
     assert "float_finetune" not in branch.info["timings_s"]  # shared, not trained again
     assert branch.float_accuracy == merged.float_accuracy
 

@@ -20,17 +20,18 @@ from toolchain.adapter import (
     Run,
     TrainSettings,
     make_config,
-    stages,
+    run_files,
     train,
 )
 from toolchain.adapter.checkpoint import latest_checkpoint
 from toolchain.adapter.merge import per_weight
-from toolchain.adapter.run import MANIFEST, RUN_FORMAT
-from toolchain.adapter.train import TrainData, distill_loss, step_plan, train_step
+from toolchain.adapter.run_files import MANIFEST
+from toolchain.adapter.train_loop import TrainData, distill_loss, step_plan, train_step
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import encode, predict_logits
 from toolchain.finetune import batch_indices
 from toolchain.io import sha256_file
+from toolchain.provenance import import_closure
 from toolchain.quant.core import Scheme, int_range
 from toolchain.testing import tiny_train_settings
 
@@ -119,7 +120,7 @@ def test_score_reports_agreement_with_the_float_model(run):
 
 
 def test_validation_logits_are_computed_on_the_documents_asked_for(run):
-    assert "val" not in stages.load_logits(run.run_dir)  # the run stores train and test only
+    assert "val" not in run_files.load_logits(run.run_dir)  # the run stores train and test only
     val = run.splits.val
     rows = [3, 0, 5]
     expected = predict_logits(run.float_model(), run.tokenizer, [val.texts[i] for i in rows], SETTINGS.max_length)
@@ -178,8 +179,8 @@ def test_resume_gives_identical_integers(run, interrupted, tiny_model_path, tiny
 
 def _copy_float_stage(run: Run, run_dir: Path) -> None:
     """Seed `run_dir` with `run`'s float model, logits, quantized base and data: training skips them."""
-    stages.share_float_stages(run.run_dir, run_dir)
-    shutil.copy2(run.run_dir / stages.BASE, run_dir / stages.BASE)  # same bits and grids: the same base
+    run_files.share_float_stages(run.run_dir, run_dir)
+    shutil.copy2(run.run_dir / run_files.BASE, run_dir / run_files.BASE)  # same bits and grids: the same base
 
 
 def test_scale_only_training_keeps_the_base_integers(run, tiny_model_path, tiny_data, tmp_path):
@@ -255,13 +256,34 @@ def test_edited_or_truncated_run_file_is_refused_by_name(run, tmp_path, victim):
         Run.load(run_dir)
 
 
-def test_run_of_an_older_format_is_refused_with_what_to_do(run, tmp_path):
+def test_run_trained_by_other_code_is_refused_with_what_to_do(run, tmp_path):
     old = tmp_path / "r"
     shutil.copytree(run.run_dir, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    (old / "manifest.json").write_text(json.dumps(manifest | {"format": RUN_FORMAT - 1}))
-    with pytest.raises(BadInputError, match=f"format {RUN_FORMAT - 1}, this edgeq reads {RUN_FORMAT}; train the run"):
+    manifest = json.loads((old / MANIFEST).read_text())
+    (old / MANIFEST).write_text(json.dumps(manifest | {"code": "0" * 16}))
+    expected = f"trained by edgeq training code '0{{16}}', this edgeq's is {run_files.code_hash()}"
+    with pytest.raises(BadInputError, match=expected):
         Run.load(old)
+
+
+def test_unfinished_run_of_other_code_is_not_resumed(run, tiny_model_path, tiny_data, tmp_path):
+    """A run interrupted under one edgeq and resumed under another would mix the two codes' stages."""
+    old = tmp_path / "r"
+    shutil.copytree(run.run_dir, old)
+    (old / MANIFEST).unlink()
+    (old / run_files.CODE).write_text(json.dumps({"code": "0" * 16}))
+    with pytest.raises(BadInputError, match=r"code\.json: .* holds a run of edgeq training code 0{16}"):
+        train(tiny_model_path, tiny_data, old, run.settings, progress=False)
+
+
+def test_the_training_code_hash_covers_the_merge_and_not_the_exporter():
+    """The hash follows every module the training imports (at any depth, also inside functions) and
+    nothing else: an exporter change does not retrain, a merge change does."""
+    files = {p.as_posix() for p in import_closure(run_files.CODE_ROOTS)}
+    assert any(f.endswith("toolchain/adapter/merge.py") for f in files)
+    assert any(f.endswith("toolchain/search/refine.py") for f in files)  # the build's training configurations
+    assert any(f.endswith("toolchain/quant/core.py") for f in files)
+    assert not any("/exporters/" in f or "/validators/" in f or f.endswith("build/report.py") for f in files)
 
 
 def test_run_directory_of_other_settings_is_refused(run, tiny_model_path, tiny_data):
@@ -274,13 +296,13 @@ def test_run_recorded_before_a_setting_existed_is_the_same_run(run, tiny_model_p
     """settings.json written by an edgeq without `weighting`: the run trained with its default, MEAN."""
     run_dir = tmp_path / "r"
     shutil.copytree(run.run_dir, run_dir)
-    recorded = json.loads((run_dir / stages.SETTINGS).read_text())
-    (run_dir / stages.SETTINGS).write_text(json.dumps({k: v for k, v in recorded.items() if k != "weighting"}))
+    recorded = json.loads((run_dir / run_files.SETTINGS).read_text())
+    (run_dir / run_files.SETTINGS).write_text(json.dumps({k: v for k, v in recorded.items() if k != "weighting"}))
     manifest = json.loads((run_dir / MANIFEST).read_text())
-    manifest["files"][stages.SETTINGS] = sha256_file(run_dir / stages.SETTINGS)  # as that edgeq recorded it
+    manifest["files"][run_files.SETTINGS] = sha256_file(run_dir / run_files.SETTINGS)  # as that edgeq recorded it
     (run_dir / MANIFEST).write_text(json.dumps(manifest))
     again = train(tiny_model_path, tiny_data, run_dir, SETTINGS, progress=False)
-    assert sha256_file(again.run_dir / stages.ADAPTER) == sha256_file(run.run_dir / stages.ADAPTER)
+    assert sha256_file(again.run_dir / run_files.ADAPTER) == sha256_file(run.run_dir / run_files.ADAPTER)
     geometric = SETTINGS.model_copy(update={"weighting": ConfigWeighting.GEOMETRIC})
     with pytest.raises(BadInputError, match="holds a run with other settings"):
         train(tiny_model_path, tiny_data, run_dir, geometric, progress=False)
@@ -321,7 +343,7 @@ class TwoConfigs:
 def _step_gradients(run: Run, settings: TrainSettings, loss_of) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Gradients of one `train_step`, and of loss_of(each configuration's loss) summed by hand."""
     model, source = copy.deepcopy(run.adapter_model), TwoConfigs(run.specs)
-    teacher = stages.load_logits(run.run_dir)["train"]
+    teacher = run_files.load_logits(run.run_dir)["train"]
     data = TrainData(run.splits.train, teacher, run.splits.val, run.tokenizer, settings.effective_train_length)
     params = [p for p in model.parameters() if p.requires_grad]
     train_step(model, data, settings, source, step=3)

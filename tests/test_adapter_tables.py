@@ -10,7 +10,7 @@ import torch
 
 from toolchain.adapter import Grid, RandomConfigSource, Run, make_config, train
 from toolchain.adapter.tables import embedding_modules
-from toolchain.adapter.train import table_plan
+from toolchain.adapter.train_loop import table_plan
 from toolchain.errors import BadInputError
 from toolchain.evaluate import encode
 from toolchain.exporters import export_model, twin_of

@@ -167,12 +167,12 @@ def test_an_unknown_name_lists_the_named_datasets(tmp_path: Path, monkeypatch: p
 
 def test_a_run_keeps_its_data_groups_so_its_split_is_the_same(tmp_path: Path) -> None:
     """A run re-reads its data from its own copy: without the groups, its test split would be another one."""
-    from toolchain.adapter import stages
+    from toolchain.adapter import run_files
 
     ds = load_dataset(_grouped_corpus(tmp_path))
-    (tmp_path / "data.json").write_text(stages.dataset_json(ds))
-    again = stages.read_dataset(tmp_path / "data.json")
+    (tmp_path / "data.json").write_text(run_files.dataset_json(ds))
+    again = run_files.read_dataset(tmp_path / "data.json")
     assert again.groups == ds.groups
     assert split(again, seed=0).test.ids == split(ds, seed=0).test.ids
     ungrouped = dataclasses.replace(ds, groups=None)
-    assert "groups" not in json.loads(stages.dataset_json(ungrouped))  # the record as before groups existed
+    assert "groups" not in json.loads(run_files.dataset_json(ungrouped))  # the record as before groups existed

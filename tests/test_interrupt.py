@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.adapter import stages
-from toolchain.adapter.run import MANIFEST as RUN_MANIFEST
+from toolchain.adapter import run_files
+from toolchain.adapter.run_files import MANIFEST as RUN_MANIFEST
 from toolchain.build import pipeline
 from toolchain.build.package import verify_package
 from toolchain.cli import main, signals_interrupt
@@ -156,13 +156,13 @@ def test_rerun_after_an_interrupt_resumes_and_completes(tiny_build, tmp_path):
     args = tiny_build.args(out, seed=1)
     build = Build(args, tmp_path / "stderr.txt")
     run_dir = build.wait_for(
-        "the quantized base", lambda: next((r for r in _runs(out) - runs_before if (r / stages.BASE).exists()), None)
+        "the quantized base", lambda: next((r for r in _runs(out) - runs_before if (r / run_files.BASE).exists()), None)
     )
-    float_inode = (run_dir / stages.FLOAT_DIR).stat().st_ino
+    float_inode = (run_dir / run_files.FLOAT_DIR).stat().st_ino
     _assert_interrupted(build, build.interrupt(signal.SIGTERM), signal.SIGTERM, out)
     assert (out / PROFILE / "manifest.json").read_bytes() == old_manifest
     assert main(args) == EXIT_OK
-    assert (run_dir / RUN_MANIFEST).is_file() and (run_dir / stages.FLOAT_DIR).stat().st_ino == float_inode
+    assert (run_dir / RUN_MANIFEST).is_file() and (run_dir / run_files.FLOAT_DIR).stat().st_ino == float_inode
     manifest = verify_package(out / PROFILE)
     assert (out / PROFILE / "manifest.json").read_bytes() != old_manifest  # the seed-1 model replaced it
     assert manifest.bit_config is not None and _leftovers(out) == []

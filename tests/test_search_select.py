@@ -146,14 +146,14 @@ def _fake_search(monkeypatch, calls: list):
 def test_build_search_starts_from_the_sensitivity_the_run_recorded(monkeypatch, profiles, recorded):
     """search_run hands the training's measurement to the search (None: the first group probes its own,
     and the other groups reuse it)."""
-    from toolchain.build import stages
+    from toolchain.build import device_search
 
     given = Sensitivity(tuple(s.name for s in SPECS), (1.0,) * len(SPECS), 3, "loss")
     calls = []
     _fake_search(monkeypatch, calls)
-    monkeypatch.setattr(stages, "validation_scorer", lambda run, n_docs, table=None: None)
+    monkeypatch.setattr(device_search, "validation_scorer", lambda run, n_docs, table=None: None)
     run = SimpleNamespace(specs=SPECS, sensitivity=given.to_dict() if recorded else None)
-    stages.search_run(run, list(profiles.values()), progress=False)
+    device_search.search_run(run, list(profiles.values()), progress=False)
     assert len(calls) == len({_table(p) for p in profiles.values()}) > 1
     assert calls[0][2]["sensitivity"] == (given if recorded else None)
     assert all(kw["sensitivity"] == (given if recorded else "probed") for _, _, kw in calls[1:])
@@ -166,12 +166,12 @@ def _table(profile):
 def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, profiles):
     """Profiles are searched in groups of one embedding table format, each scored with that format; the
     shared front's evaluations are shared out over the groups."""
-    from toolchain.build import stages
+    from toolchain.build import device_search
 
     calls, built = [], []
     _fake_search(monkeypatch, calls)
     monkeypatch.setattr(
-        stages, "validation_scorer", lambda run, n_docs, table=None: pytest.fail("default scorer built")
+        device_search, "validation_scorer", lambda run, n_docs, table=None: pytest.fail("default scorer built")
     )
 
     def scorer_for(table):
@@ -179,7 +179,7 @@ def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, pr
         return lambda config: (table, config)
 
     run = SimpleNamespace(specs=SPECS, sensitivity=None)
-    stages.search_run(run, list(profiles.values()), progress=False, scorer_for=scorer_for)
+    device_search.search_run(run, list(profiles.values()), progress=False, scorer_for=scorer_for)
     assert sorted(p.name for group, _, _ in calls for p in group) == sorted(profiles)
     for (group, score, kw), table in zip(calls, built, strict=True):
         assert {_table(p) for p in group} == {_table(SimpleNamespace(embeddings=table))}

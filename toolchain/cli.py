@@ -63,7 +63,7 @@ class ProfilesCommand(Command):
 
 
 def _commands() -> list[Command]:
-    from toolchain.cli_stages import STAGE_COMMANDS
+    from toolchain.cli_commands import STAGE_COMMANDS
 
     return [ProfilesCommand(), *STAGE_COMMANDS]
 

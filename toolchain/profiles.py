@@ -7,6 +7,7 @@ Every problem is reported at once, each naming the file, the field, the bad valu
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -411,3 +412,8 @@ def default_profiles_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise BadInputError("no device_profiles directory found: pass --profiles DIR")
+
+
+def profiles_or_default(paths: Sequence[Path] | None) -> list[DeviceProfile]:
+    """The profiles in `paths` (files or folders), or the bundled ones when none are given."""
+    return load_profiles(list(paths) if paths else [default_profiles_dir()])

@@ -13,8 +13,9 @@ from toolchain.adapter.configs import (
     make_config,
     random_config_at,
 )
-from toolchain.adapter.run import Run, train
+from toolchain.adapter.run import Run
 from toolchain.adapter.settings import ConfigWeighting, DeltaUnits, ForwardMode, Grid, TrainSettings
+from toolchain.adapter.training import train
 from toolchain.config_source import ConfigSource
 
 __all__ = [

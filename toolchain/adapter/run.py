@@ -1,8 +1,9 @@
-"""The run directory API: `train(...) -> Run` and `Run.load(run_dir)`.
+"""`Run.load(run_dir)`: a finished, verified training run, and what it generates.
 
-A finished run directory holds everything needed to generate any covered configuration's integers on
-another machine: the float fine-tuned model and tokenizer, the data (hence the same seeded split), the
-quantized base, the trained adapter, and a manifest of sha256 hashes that `Run.load` verifies.
+A finished run directory (toolchain.adapter.run_files) holds everything needed to generate any covered
+configuration's integers on another machine: the float fine-tuned model and tokenizer, the data (hence the
+same seeded split), the quantized base, the trained adapter, and a manifest of sha256 hashes and the
+training code's hash that `Run.load` verifies.
 """
 
 from __future__ import annotations
@@ -14,138 +15,22 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 
-from toolchain.adapter import stages
-from toolchain.adapter.base import QuantBase
-from toolchain.adapter.configs import RandomConfigSource
-from toolchain.adapter.distributed import Parallel
+from toolchain.adapter import run_files as files
 from toolchain.adapter.model import CoAModel, check_config
 from toolchain.adapter.settings import Grid, TrainSettings
-from toolchain.adapter.tables import TableBase, embedding_modules
-from toolchain.adapter.train import TrainData, train_adapter
+from toolchain.adapter.tables import embedding_modules
 from toolchain.bitconfig import BitConfig
-from toolchain.config_source import ConfigSource
-from toolchain.data import Splits, TextDataset, split
+from toolchain.data import Splits, split
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import Metrics, metrics, predict_logits
-from toolchain.integrity import file_problems
-from toolchain.io import atomic_write_bytes, atomic_write_json, sha256_file
 from toolchain.models import LayerSpec, quantizable_layers
 from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import apply_quantized, apply_tables
 from toolchain.quant.tables import quantize_table
-
-RUN_FORMAT = 4  # 2: validation and test interleave classes (toolchain.data.split); stored logits follow
-# 3: the training set is drawn around whole-model budgets (toolchain.whole_model)
-# 4: embedding tables train with the adapter, in the profiles' formats (tables.safetensors)
-RUN_JSON, MANIFEST = "run.json", "manifest.json"
-
-
-def _manifest_files(run_dir: Path) -> list[Path]:
-    fixed = [stages.SETTINGS, stages.DATA, stages.LOGITS, stages.BASE, stages.TABLES, stages.ADAPTER, RUN_JSON]
-    return [run_dir / f for f in fixed] + sorted((run_dir / stages.FLOAT_DIR).iterdir())
-
-
-def _write_manifest(run_dir: Path) -> None:
-    files = {str(p.relative_to(run_dir)): sha256_file(p) for p in _manifest_files(run_dir)}
-    atomic_write_json(run_dir / MANIFEST, {"format": RUN_FORMAT, "files": files})
-
-
-def verify_manifest(run_dir: Path) -> None:
-    """Each file in the manifest exists with its recorded sha256; IntegrityError names each that does not."""
-    path = run_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IntegrityError([f"{path}: unreadable run manifest: {exc}"]) from exc
-    if manifest.get("format") != RUN_FORMAT:
-        raise BadInputError(
-            f"{path}: format {manifest.get('format')!r}, this edgeq reads {RUN_FORMAT}; train the run again "
-            "(`edgeq build` keys its cached runs by format and trains a new one)"
-        )
-    bad = file_problems(run_dir, manifest["files"], path)
-    if bad:
-        raise IntegrityError(bad)
-
-
-def train(
-    model_dir: Path | str,
-    dataset: TextDataset,
-    run_dir: Path | str,
-    settings: TrainSettings | None = None,
-    *,
-    config_source: ConfigSource | None = None,
-    progress: bool = True,
-) -> Run:
-    """Float fine-tune, quantized base, configuration-aware adapter; resumes an interrupted `run_dir`.
-
-    `config_source` supplies the training configurations (default: RandomConfigSource over the settings'
-    bits and grids). Returns the loaded, verified Run.
-    """
-    s, run_dir = settings or TrainSettings(), Path(run_dir)
-    if (run_dir / MANIFEST).is_file():
-        stages.start_run(run_dir, dataset, s)  # refuses other settings/data
-        return Run.load(run_dir)
-    par = Parallel.detect()  # several processes under `accelerate launch`
-    with par.main_first():  # the main process runs (and writes) the float stages, the others read them
-        model, tok, splits = _float_stages(Path(model_dir), dataset, run_dir, s, progress and par.is_main)
-    specs = quantizable_layers(model)
-    source = config_source or RandomConfigSource(specs, s.bits, s.grids)
-    coa = _build_coa(run_dir, model, specs, s)
-    teacher = stages.load_logits(run_dir)["train"]
-    data = TrainData(splits.train, teacher, splits.val, tok, s.effective_train_length)
-    timer = stages.Timer()
-    train_adapter(coa, data, s, source, run_dir, progress, par)
-    if par.is_main:
-        timer.record(run_dir, "adapter")
-        atomic_write_bytes(run_dir / stages.ADAPTER, save(coa.trainable_state()))
-        sens = getattr(source, "sensitivity", None)
-        _write_run_json(run_dir, s, specs, dataset.label_names, None if sens is None else sens.to_dict())
-        _write_manifest(run_dir)
-    par.wait()
-    return Run.load(run_dir)
-
-
-def _float_stages(model_dir: Path, dataset: TextDataset, run_dir: Path, s: TrainSettings, progress: bool):
-    """(float fine-tuned model, tokenizer, splits), running each stage not yet in `run_dir`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stages.start_run(run_dir, dataset, s)
-    splits = split(dataset, s.seed)
-    stages.float_stage(run_dir, model_dir, dataset, splits.train, s, progress)
-    model, tok = stages.load_float(run_dir, dataset.label_names)
-    stages.logits_stage(run_dir, model, tok, splits, s)
-    stages.base_stage(run_dir, model, s, progress)
-    stages.tables_stage(run_dir, model, s, progress)
-    return model, tok, splits
-
-
-def _build_coa(run_dir: Path, model: nn.Module, specs: list[LayerSpec], s: TrainSettings) -> CoAModel:
-    base = QuantBase.load(run_dir / stages.BASE, s.grids)
-    tables = TableBase.load(run_dir / stages.TABLES, stages.trained_formats(s))
-    with torch.random.fork_rng():  # A's init is seeded without touching the caller's RNG
-        torch.manual_seed(s.seed)
-        return CoAModel(model, specs, base, s, tables)
-
-
-def _write_run_json(
-    run_dir: Path, s: TrainSettings, specs: list[LayerSpec], label_names: list[str], sensitivity: dict | None
-) -> None:
-    logits = stages.load_logits(run_dir)
-    ds = stages.read_dataset(run_dir / stages.DATA)
-    test = split(ds, s.seed).test
-    info = {
-        "format": RUN_FORMAT,
-        "settings_digest": s.digest(),
-        "label_names": label_names,
-        "specs": [vars(sp) for sp in specs],
-        "float_test": metrics(logits["test"], test.labels).to_dict(),
-        "timings_s": json.loads((run_dir / stages.TIMINGS).read_text()),
-        "sensitivity": sensitivity,  # what the config source measured during training (None: nothing)
-    }
-    atomic_write_json(run_dir / RUN_JSON, info)
 
 
 class Run:
@@ -172,25 +57,25 @@ class Run:
 
     @staticmethod
     def is_complete(run_dir: Path | str) -> bool:
-        return (Path(run_dir) / MANIFEST).is_file()
+        return (Path(run_dir) / files.MANIFEST).is_file()
 
     @classmethod
     def load(cls, run_dir: Path | str) -> Run:
         run_dir = Path(run_dir)
         if not cls.is_complete(run_dir):
-            raise BadInputError(f"{run_dir}: not a finished run (no {MANIFEST}); train it first")
-        verify_manifest(run_dir)
-        s = TrainSettings.model_validate_json((run_dir / stages.SETTINGS).read_text())
-        info = json.loads((run_dir / RUN_JSON).read_text())
-        ds = stages.read_dataset(run_dir / stages.DATA)
-        model, tok = stages.load_float(run_dir, info["label_names"])
-        coa = _build_coa(run_dir, model, quantizable_layers(model), s)
+            raise BadInputError(f"{run_dir}: not a finished run (no {files.MANIFEST}); train it first")
+        files.verify_manifest(run_dir)
+        s = TrainSettings.model_validate_json((run_dir / files.SETTINGS).read_text())
+        info = json.loads((run_dir / files.RUN_JSON).read_text())
+        ds = files.read_dataset(run_dir / files.DATA)
+        model, tok = files.load_float(run_dir, info["label_names"])
+        coa = files.load_coa(run_dir, model, quantizable_layers(model), s)
         try:
-            state = load_file(str(run_dir / stages.ADAPTER))
+            state = load_file(str(run_dir / files.ADAPTER))
         except SafetensorError as exc:
-            raise IntegrityError([f"{run_dir / stages.ADAPTER}: unreadable: {exc}"]) from exc
-        coa.load_trainable_state(state, str(run_dir / stages.ADAPTER))
-        return cls(run_dir, s, info, split(ds, s.seed), model, tok, coa.eval(), stages.load_logits(run_dir))
+            raise IntegrityError([f"{run_dir / files.ADAPTER}: unreadable: {exc}"]) from exc
+        coa.load_trainable_state(state, str(run_dir / files.ADAPTER))
+        return cls(run_dir, s, info, split(ds, s.seed), model, tok, coa.eval(), files.load_logits(run_dir))
 
     @property
     def sensitivity(self) -> dict | None:

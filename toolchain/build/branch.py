@@ -178,7 +178,7 @@ def branch_training_source(profiles: Sequence[DeviceProfile], specs, bits, grids
 
 
 def branch_run_dir(merged_run_dir: Path, settings_digest: str, profiles: Sequence[DeviceProfile]) -> Path:
-    """The branch run beside the merged one (whose key covers the model, data and format), keyed by its
+    """The branch run beside the merged one (whose key covers the model, data, settings and code), keyed by its
     own settings and by the budgets of the `profiles` that allow a branch (they filter what it trains on)."""
     budgets = sorted(p.budget.model_dump_json() for p in profiles if p.adapter_branch)
     key = hashlib.sha256(json.dumps([settings_digest, budgets]).encode()).hexdigest()[:16]

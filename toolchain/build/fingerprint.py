@@ -1,4 +1,4 @@
-"""Content hashes that key the cached training run: same model, data and settings -> same run."""
+"""Content hashes that key the cached training run: same model, data, settings and code -> same run."""
 
 from __future__ import annotations
 
@@ -29,6 +29,6 @@ def dataset_sha256(ds: TextDataset) -> str:
     return h.hexdigest()
 
 
-def run_key(model_hash: str, data_hash: str, settings_json: str, run_format: int) -> str:
-    """A run of another format (another split order, other files) gets another directory."""
-    return hashlib.sha256(f"{model_hash}|{data_hash}|{settings_json}|{run_format}".encode()).hexdigest()[:16]
+def run_key(*parts: str) -> str:
+    """16 hex digits of sha256 over `parts` (what the run depends on): any part changed, another key."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]

@@ -13,26 +13,18 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
-from toolchain.adapter.run import RUN_FORMAT
+from toolchain.adapter import run_files
 from toolchain.build.branch import MERGED
 from toolchain.build.device import BuildResult, DeviceContext, package_device
+from toolchain.build.device_search import SEARCH_DOCS, search_run, validation_scorer, write_search
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
 from toolchain.build.report import index_report
-from toolchain.build.stages import (
-    SEARCH_DOCS,
-    profiles_or_default,
-    search_run,
-    train_branch_run,
-    train_run,
-    training_settings,
-    validation_scorer,
-    write_search,
-)
+from toolchain.build.training import train_branch_run, train_run, training_settings
 from toolchain.data import TextDataset, load_dataset
 from toolchain.errors import BadInputError, ValidationFailedError
 from toolchain.io import atomic_write_json, atomic_write_text, recover_staged_sets, require_writable, staged_set
 from toolchain.models import LayerSpec, default_model_path, load_model, quantizable_layers
-from toolchain.profiles import DeviceProfile
+from toolchain.profiles import DeviceProfile, profiles_or_default
 from toolchain.provenance import source_hash
 
 STATE_DIR = ".edgeq"  # inside OUT: cached runs and the build lock
@@ -106,10 +98,15 @@ def build(s: BuildSettings) -> list[BuildResult]:
 
 
 def run_dir_for(inputs: Inputs, s: BuildSettings, state: Path) -> Path:
-    """Cached run directory keyed by the model, the data and the training settings."""
+    """Cached run directory keyed by the model, the data, the training settings, the profiles' weight
+    choices (the training configurations are drawn over them) and the training code's hash: a run is
+    reused only by a build that would compute it the same way."""
     overrides = {"seed": s.seed} | ({"steps": s.steps} if s.steps is not None else {})
     settings = training_settings(inputs.profiles, **overrides)
-    key = run_key(inputs.model_hash, dataset_sha256(inputs.dataset), settings.model_dump_json(), RUN_FORMAT)
+    weights = "|".join(p.weights.model_dump_json() for p in inputs.profiles)
+    key = run_key(
+        inputs.model_hash, dataset_sha256(inputs.dataset), settings.model_dump_json(), weights, run_files.code_hash()
+    )
     return state / f"run-{key}"
 
 

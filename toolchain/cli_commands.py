@@ -54,7 +54,7 @@ class TrainCommand(Command):
         )
 
     def run(self, args):
-        from toolchain.build.stages import train_run
+        from toolchain.build.training import train_run
 
         require_writable(args.out, "--out")
         run = train_run(
@@ -75,7 +75,7 @@ class QuantizeCommand(Command):
         parser.add_argument("--block-size", type=count, default=None, help="default: per output channel")
 
     def run(self, args):
-        from toolchain.build.stages import quantize_table
+        from toolchain.build.ptq_table import quantize_table
 
         quantize_table(args.run, args.bits, args.rounding, args.block_size)
         return EXIT_OK
@@ -93,7 +93,8 @@ class SearchCommand(Command):
 
     def run(self, args):
         from toolchain.adapter import Run
-        from toolchain.build.stages import profiles_or_default, run_search_profiles, search_run, write_search
+        from toolchain.build.device_search import run_search_profiles, search_run, write_search
+        from toolchain.profiles import profiles_or_default
 
         require_writable(args.out, "--out", directory=False)
         run = Run.load(args.run)
@@ -117,7 +118,7 @@ class ExportCommand(Command):
         parser.add_argument("--out", type=Path, required=True, help="output directory; the package is OUT/<profile>")
 
     def run(self, args):
-        from toolchain.build.stages import export_device
+        from toolchain.build.export_one import export_device
 
         require_writable(args.out, "--out")
         result = export_device(args.run, args.profile, args.bits_config, args.out)
