@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from adapter_common import coa_logits, find_run, machine_info, paired_test, r2, split_metrics
+from search_baselines import best_feasible_uniform, best_random, uniform_at_least
 
 from toolchain.adapter import Run
 from toolchain.bitconfig import BitConfig
@@ -32,12 +33,9 @@ from toolchain.profiles import profiles_or_default
 from toolchain.search import (
     ScoreCache,
     beats,
-    best_feasible_uniform,
-    best_random,
     check_constraints,
     cost_of,
     quant_key,
-    uniform_at_least,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_baselines_adapter.json"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from search_baselines import best_feasible_uniform, best_random, uniform_at_least
 from sklearn.linear_model import LogisticRegression
 
 from toolchain.bitconfig import BitConfig
@@ -31,13 +32,10 @@ from toolchain.search import (
     SearchSettings,
     SearchSpace,
     beats,
-    best_feasible_uniform,
-    best_random,
     check_constraints,
     error_of,
     loss_sensitivity,
     select_configs,
-    uniform_at_least,
 )
 from toolchain.search.plot import plot_front
 from toolchain.whole_model import search_profiles
@@ -158,10 +156,7 @@ def main() -> None:
     val = _spread_subset(splits.val, args.val_docs)
     scorer = SwapScorer(model, encode(tok, val.texts, args.max_length), val.labels, Rounding(args.rounding))
     float_m = metrics(scorer.reference, val.labels)
-    print(
-        f"setup {time.perf_counter() - t0:.1f} s; "
-        f"float accuracy on {args.val_docs} docs: {float_m.accuracy:.1f} %"
-    )
+    print(f"setup {time.perf_counter() - t0:.1f} s; float accuracy on {args.val_docs} docs: {float_m.accuracy:.1f} %")
     specs = quantizable_layers(model)
     profiles = search_profiles(load_profiles([default_profiles_dir()]), model, specs)  # layer budgets
     timed = TimedScorer(scorer)

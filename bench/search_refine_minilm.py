@@ -2,7 +2,7 @@
 
 `--run` is a trained run whose training set was refined (what `edgeq build` trains: ParetoConfigSource over
 the shipped profiles). This trains a second adapter on the same float stage, settings and steps with the
-spread-only set (SpreadConfigSource: the same starting configurations, never refined), then scores both on
+spread-only set (SpreadOnlySource: the same starting configurations, never refined), then scores both on
 `--n` random held-out configurations at each of `--budgets` average bits (symmetric per-channel, drawn as in
 bench/adapter_generalisation.py) on the test split, and reports each set's hypervolume per round.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from adapter_common import coa_metrics, machine_info, r2, train_variant
 from adapter_generalisation import held_out
+from spread_source import SpreadOnlySource
 
 from toolchain.adapter import Run, run_files
 from toolchain.build.device_search import run_search_profiles
 from toolchain.io import atomic_write_json
 from toolchain.profiles import default_profiles_dir, load_profiles
-from toolchain.search import SpreadConfigSource
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_refine_minilm.json"
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{history_file}: missing; --run must be an `edgeq build` run (it records its set)")
     history = json.loads(history_file.read_text())
     profiles = run_search_profiles(refined, load_profiles([default_profiles_dir()]))  # layer budgets
-    source = SpreadConfigSource.for_profiles(profiles, refined.specs, seed=refined.settings.seed)
+    source = SpreadOnlySource.for_profiles(profiles, refined.specs, seed=refined.settings.seed)
     ds = run_files.read_dataset(refined.run_dir / run_files.DATA)
     spread, spread_s = train_variant(
         refined.run_dir / run_files.FLOAT_DIR,

@@ -13,10 +13,12 @@ import argparse
 import time
 from pathlib import Path
 
+from search_toy import ToyProblem, bert_like_specs
+from spread_source import SpreadOnlySource
+
 from toolchain.io import atomic_write_json
 from toolchain.profiles import default_profiles_dir, load_profiles
-from toolchain.search import ParetoConfigSource, SpreadConfigSource
-from toolchain.search.toy import ToyProblem, bert_like_specs
+from toolchain.search import ParetoConfigSource
 
 BUDGETS = (2.5, 3.0, 3.5, 4.0)
 
@@ -28,7 +30,7 @@ def best_at(configs, loss, budget: float) -> float | None:
 
 def one_seed(profiles, specs, seed: int, rounds: int) -> dict:
     toy = ToyProblem.make(specs, seed=seed)
-    spread = SpreadConfigSource.for_profiles(profiles, specs, seed=seed)
+    spread = SpreadOnlySource.for_profiles(profiles, specs, seed=seed)
     spread.refine(0, toy.loss)
     ref = tuple(spread.history[0]["reference"])
     pareto = ParetoConfigSource.for_profiles(profiles, specs, seed=seed, hv_reference=ref)

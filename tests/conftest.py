@@ -1,17 +1,24 @@
-"""Shared fixtures: a tiny seeded BERT saved once per session and the tiny three-class corpus."""
+"""Shared fixtures: a tiny seeded BERT saved once per session and the tiny three-class corpus.
+
+The tests import their scaffolding by name: `tiny` (tiny models, data and settings) from here, and from
+bench/ the search's toy problem and baselines (`search_toy`, `search_baselines`, `spread_source`), which the
+search benches use too.
+"""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_corpus, tiny_model_dir, write_tiny_corpus
 
 from toolchain.data import TextDataset
-from toolchain.testing import tiny_corpus, tiny_model_dir, write_tiny_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(REPO_ROOT / "bench"))  # after site-packages: a bench module never shadows an installed one
 PROFILES_DIR = REPO_ROOT / "device_profiles"
 
 

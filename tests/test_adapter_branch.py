@@ -8,6 +8,7 @@ import random
 import onnx
 import pytest
 import torch
+from tiny import tiny_model_dir, tiny_train_settings
 
 from toolchain.adapter import ForwardMode, Grid, RandomConfigSource, Run, run_files, train
 from toolchain.bitconfig import config_from_bits
@@ -19,7 +20,6 @@ from toolchain.io import sha256_file
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.search import Selection, Sensitivity, check_constraints, cost_of
-from toolchain.testing import tiny_model_dir, tiny_train_settings
 from toolchain.validators import validate
 
 SETTINGS = tiny_train_settings(bits=[2, 3, 4], grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
@@ -150,7 +150,7 @@ def _merged_selection(profile, specs, acc: float) -> Selection:
 @pytest.fixture
 def agg_wide():
     """aggressive_2bit on layers wide enough (512) for a 2.5-bit budget to leave room for a branch."""
-    from toolchain.search.toy import bert_like_specs
+    from search_toy import bert_like_specs
 
     agg = load_profile(default_profiles_dir() / "aggressive_2bit.yaml")
     return agg.model_copy(update={"budget": Budget(max_avg_bits=2.5)}), bert_like_specs(1, 512, 1024)  # layers only
@@ -222,8 +222,9 @@ def test_the_branch_run_trains_only_on_bases_a_branch_profile_can_afford(agg_wid
 
 
 def test_no_branch_run_when_no_profile_can_afford_a_branch(agg_wide):
+    from search_toy import bert_like_specs
+
     from toolchain.build.branch import branch_training_filter
-    from toolchain.search.toy import bert_like_specs
 
     profile, specs = agg_wide
     assert branch_training_filter([profile.model_copy(update={"adapter_branch": False})], specs) is None
@@ -244,8 +245,9 @@ def test_the_branch_run_is_keyed_by_the_budgets_it_trains_for(agg_wide, tmp_path
 
 def test_edgeq_train_forward_branch_trains_a_branch_run(tiny_model_path, tmp_path):
     """`edgeq train --forward branch`: a run whose configurations can carry an int8 branch (`edgeq export`)."""
+    from tiny import write_tiny_corpus
+
     from toolchain.cli import main
-    from toolchain.testing import write_tiny_corpus
 
     data, out = write_tiny_corpus(tmp_path / "data"), tmp_path / "run"
     args = ["train", "--model", str(tiny_model_path), "--data", str(data), "--out", str(out), "--steps", "2"]

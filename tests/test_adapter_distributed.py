@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent(
     import torch
 
     from toolchain.adapter import Grid, train
-    from toolchain.testing import tiny_corpus, tiny_train_settings
+    from tiny import tiny_corpus, tiny_train_settings  # copied beside this script
 
     torch.set_num_threads(1)
     root = Path(sys.argv[1])
@@ -58,6 +58,7 @@ def test_two_cpu_processes_train_one_run(tiny_model_path, tmp_path, weighting):
         pytest.skip("the accelerate launcher is not installed")
     shutil.copytree(tiny_model_path, tmp_path / "model")
     (tmp_path / "train.py").write_text(SCRIPT)
+    shutil.copy(Path(__file__).with_name("tiny.py"), tmp_path / "tiny.py")
     cmd = [
         launcher,
         "launch",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_train_settings
 
 from toolchain.adapter import (
     ConfigWeighting,
@@ -33,7 +34,6 @@ from toolchain.finetune import batch_indices
 from toolchain.io import sha256_file
 from toolchain.provenance import import_closure
 from toolchain.quant.core import Scheme, int_range
-from toolchain.testing import tiny_train_settings
 
 SETTINGS = tiny_train_settings(
     refine_every=10,

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_train_settings
 
 from toolchain.adapter import Grid, RandomConfigSource, Run, make_config, train
 from toolchain.adapter.tables import embedding_modules
@@ -18,7 +19,6 @@ from toolchain.profiles import EmbeddingQuant, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import QuantEmbedding
 from toolchain.quant.tables import quantize_table
-from toolchain.testing import tiny_train_settings
 from toolchain.validators.runner import Mode, input_names, session
 
 TWO_BIT = EmbeddingQuant(bits=2, scheme=Scheme.ASYMMETRIC, block_size=16)

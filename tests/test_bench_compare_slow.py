@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import tiny_model_dir, write_tiny_corpus
 
 from toolchain.cli import main as edgeq
-from toolchain.testing import tiny_model_dir, write_tiny_corpus
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 METHODS = {"edgeq", "ptq_rtn", "ptq_mse", "uniform_rtn", "naive_merge_rtn", "shared_lora"}

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from conftest import LAYER_BITS, profiles_for_model
+from tiny import tiny_model_dir, write_tiny_corpus
 from transformers import AutoTokenizer
 
 from toolchain.build.device import BuildResult
@@ -26,7 +27,6 @@ from toolchain.console import print_results
 from toolchain.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_VALIDATION_FAILED
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import load_profile
-from toolchain.testing import tiny_model_dir, write_tiny_corpus
 from toolchain.whole_model import OutsideParams, outside_cost
 
 STEPS = "40"

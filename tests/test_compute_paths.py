@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
+from tiny import tiny_corpus, tiny_model_dir
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.errors import BadInputError
@@ -24,7 +25,6 @@ from toolchain.exporters.metadata import read_metadata
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import ActivationQuant, DeviceProfile, default_profiles_dir, load_profile
 from toolchain.quant.model import quantize_model
-from toolchain.testing import tiny_corpus, tiny_model_dir
 from toolchain.validators.kernels import check_kernels, layers_on_path
 from toolchain.validators.weights_view import weights_only_view
 

@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tiny import tiny_corpus, write_tiny_corpus
 
 from toolchain.data import TextDataset, load_dataset, split
 from toolchain.errors import EXIT_BAD_INPUT, BadInputError
-from toolchain.testing import tiny_corpus, write_tiny_corpus
 
 BBC_COUNTS = {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
 

@@ -9,13 +9,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from tiny import tiny_corpus, tiny_model_dir
 
 from toolchain.errors import BadInputError
 from toolchain.exporters.embedding_qdq import quantize_embeddings
 from toolchain.profiles import EmbeddingQuant, TensorQuant, default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.quant.tables import pack_fields, quantize_table, table_cost, unpack_fields
-from toolchain.testing import tiny_corpus, tiny_model_dir
 from toolchain.whole_model import OutsideParams, outside_cost, search_profile, search_profiles
 
 SPECS = [

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tiny import tiny_corpus, tiny_model_dir
 
 from toolchain.bitconfig import BitConfig, config_from_bits
 from toolchain.evaluate import encode, predict_logits
@@ -21,7 +22,6 @@ from toolchain.exporters.metadata import read_metadata
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import ActivationQuant, EmbeddingQuant, TensorQuant, default_profiles_dir, load_profile
 from toolchain.quant.model import quantize_model, quantized_weights_of
-from toolchain.testing import tiny_corpus, tiny_model_dir
 
 PROFILES = sorted(p.stem for p in default_profiles_dir().glob("*.yaml"))
 CORPUS = tiny_corpus()

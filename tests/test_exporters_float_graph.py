@@ -8,6 +8,7 @@ import onnxruntime as ort
 import onnxslim
 import pytest
 import torch
+from tiny import tiny_corpus, tiny_model_dir
 
 from toolchain.evaluate import encode, predict_logits
 from toolchain.exporters.float_graph import (
@@ -19,7 +20,6 @@ from toolchain.exporters.float_graph import (
 )
 from toolchain.models import load_model
 from toolchain.profiles import OP_SETS, OpSet
-from toolchain.testing import tiny_corpus, tiny_model_dir
 
 CORPUS = tiny_corpus()
 
@@ -75,7 +75,5 @@ def test_version_conversion_keeps_outputs_identical(tiny):
 def test_token_type_ids_only_when_the_tokenizer_makes_them(tiny):
     model, tok = tiny
     assert model_input_names(model, tok) == ("input_ids", "attention_mask", "token_type_ids")
-    tok_no_types = type(tok).from_pretrained(
-        tok.name_or_path, model_input_names=["input_ids", "attention_mask"]
-    )
+    tok_no_types = type(tok).from_pretrained(tok.name_or_path, model_input_names=["input_ids", "attention_mask"])
     assert model_input_names(model, tok_no_types) == ("input_ids", "attention_mask")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_corpus, tiny_model_dir
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.errors import BadInputError
@@ -14,7 +15,6 @@ from toolchain.profiles import default_profiles_dir, load_profile
 from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import quantize_model, quantized_weights_of
-from toolchain.testing import tiny_corpus, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,7 @@ def test_block_size_and_bits_not_allowed(tiny):
     model, _ = tiny
     rpi5 = _profile("rpi5")  # blocks 32/64/128, bits 3-8 except 7
     cfg = config_from_bits(quantizable_layers(model), 7, block_size=16, containers=rpi5.weights.container_for)
-    problems = export_problems(
-        rpi5, cfg, quantized_weights_of(quantize_model(model, cfg)), has_calibration=False
-    )
+    problems = export_problems(rpi5, cfg, quantized_weights_of(quantize_model(model, cfg)), has_calibration=False)
     layer = "bert.encoder.layer.1.output.dense"
     assert f"bit config: layer '{layer}': bits: 7 is not one of 3, 4, 5, 6, 8 (profile 'rpi5')" in problems
     assert (
@@ -70,9 +68,7 @@ def test_scheme_not_allowed_and_missing_calibration(tiny):
     cfg = config_from_bits(
         quantizable_layers(model), 8, scheme=Scheme.ASYMMETRIC, containers=lambda b, s: Container.UINT8
     )
-    problems = export_problems(
-        npu, cfg, quantized_weights_of(quantize_model(model, cfg)), has_calibration=False
-    )
+    problems = export_problems(npu, cfg, quantized_weights_of(quantize_model(model, cfg)), has_calibration=False)
     assert any("scheme: asymmetric is not one of symmetric" in p for p in problems)
     assert any("container: uint8 is not allowed by profile 'npu_int8' (allowed: int8)" in p for p in problems)
     assert "profile 'npu_int8': activations: int8_static needs calibration_texts (training texts)" in problems
@@ -84,9 +80,7 @@ def test_config_that_does_not_describe_the_model_is_refused(tiny):
     specs = quantizable_layers(model)
     cfg4 = config_from_bits(specs, 4, containers=rpi5.weights.container_for)
     cfg8 = config_from_bits(specs, 8, containers=rpi5.weights.container_for)
-    problems = export_problems(
-        rpi5, cfg8, quantized_weights_of(quantize_model(model, cfg4)), has_calibration=False
-    )
+    problems = export_problems(rpi5, cfg8, quantized_weights_of(quantize_model(model, cfg4)), has_calibration=False)
     assert any("bits: the config says 8, the model's quantized weight has 4" in p for p in problems)
     unquantized = export_problems(rpi5, cfg4, {}, has_calibration=False)
     assert any("the model has no quantized layer (QuantLinear) of this name" in p for p in unquantized)
@@ -96,10 +90,7 @@ def test_valid_request_has_no_problems(tiny):
     model, _ = tiny
     rpi5 = _profile("rpi5")
     cfg = config_from_bits(quantizable_layers(model), 4, block_size=32, containers=rpi5.weights.container_for)
-    assert (
-        export_problems(rpi5, cfg, quantized_weights_of(quantize_model(model, cfg)), has_calibration=False)
-        == []
-    )
+    assert export_problems(rpi5, cfg, quantized_weights_of(quantize_model(model, cfg)), has_calibration=False) == []
 
 
 def test_adapter_branch_needs_the_profile_and_the_models_factors(tiny):

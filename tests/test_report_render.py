@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny import tiny_model_dir, write_tiny_corpus
 
 from toolchain.cli import main
-from toolchain.testing import tiny_model_dir, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 

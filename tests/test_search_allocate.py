@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from search_toy import ToyProblem, bert_like_specs
 
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import load_profile, load_profiles
@@ -13,7 +14,6 @@ from toolchain.quant.core import Scheme
 from toolchain.search.allocate import CostTable, allocate, penalty, random_levels
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, weight_sensitivity
 from toolchain.search.space import Limit, SearchSpace, Variant
-from toolchain.search.toy import ToyProblem, bert_like_specs
 
 SPECS = bert_like_specs(2, 64, 128)
 PER_CHANNEL = Variant(Scheme.SYMMETRIC, None)
@@ -51,9 +51,7 @@ def test_greedy_returns_none_below_the_cheapest(space):
     table = CostTable.build(space, PER_CHANNEL)
     cheapest = table.totals([0] * len(SPECS))[0] / space.n_params
     assert allocate(table, [1.0] * len(SPECS), Limit.avg_bits(cheapest - 0.01, space.n_params), 2) is None
-    assert allocate(table, [1.0] * len(SPECS), Limit.avg_bits(cheapest, space.n_params), 2) == [0] * len(
-        SPECS
-    )
+    assert allocate(table, [1.0] * len(SPECS), Limit.avg_bits(cheapest, space.n_params), 2) == [0] * len(SPECS)
 
 
 def test_greedy_skips_levels_that_save_no_container_bytes(profiles_dir):

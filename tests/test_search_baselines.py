@@ -5,16 +5,16 @@ from __future__ import annotations
 import random
 
 import pytest
+from search_baselines import best_feasible_uniform, random_feasible, uniform_at_least
+from search_toy import ToyProblem, bert_like_specs
 
 from toolchain.profiles import Budget, load_profile
 from toolchain.quant.core import Scheme
-from toolchain.search.baselines import best_feasible_uniform, random_feasible, uniform_at_least
 from toolchain.search.constraints import check_constraints
 from toolchain.search.local import local_search
 from toolchain.search.scoring import ScoreCache, quant_key, rank_key
 from toolchain.search.sensitivity import loss_sensitivity
 from toolchain.search.space import Cost, Limit, SearchSpace, Variant
-from toolchain.search.toy import ToyProblem, bert_like_specs
 
 SPECS = bert_like_specs(2, 128, 256)  # per-channel scales: 0.25 bits on 128 inputs, 0.125 on 256
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from search_toy import ToyProblem, bert_like_specs
 
 from toolchain.profiles import load_profile
 from toolchain.quant.core import Scheme
@@ -10,7 +11,6 @@ from toolchain.search.evolve import config_of, evolve, params_of
 from toolchain.search.scoring import ScoreCache, quant_key
 from toolchain.search.space import Limit, SearchSpace, Variant
 from toolchain.search.spread import spread_configs
-from toolchain.search.toy import ToyProblem, bert_like_specs
 
 SPECS = bert_like_specs(2, 64, 128)
 
@@ -47,9 +47,7 @@ def test_rejected_children_are_never_scored(space):
     for p in parents:
         cache(p)
     limit = Limit.avg_bits(5.0, space.n_params)
-    children = evolve(
-        space, parents, cache, float, n_new=5, seed=1, repair=lambda c: c if limit.admits(c) else None
-    )
+    children = evolve(space, parents, cache, float, n_new=5, seed=1, repair=lambda c: c if limit.admits(c) else None)
     assert children and all(c.avg_bits <= 5.0 for c, _ in children)
     new = [c for c, _ in cache.items()][8:]
     assert all(c.avg_bits <= 5.0 for c in new)
@@ -59,9 +57,7 @@ def test_evolve_is_deterministic(space):
     def run(seed):
         toy = ToyProblem.make(SPECS)
         cache = ScoreCache(toy.loss)
-        return [
-            quant_key(c) for c, _ in evolve(space, spread_configs(space, 6), cache, float, n_new=6, seed=seed)
-        ]
+        return [quant_key(c) for c, _ in evolve(space, spread_configs(space, 6), cache, float, n_new=6, seed=seed)]
 
     assert run(3) == run(3)
     assert run(3) != run(4)

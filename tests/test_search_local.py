@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 
+from search_toy import ToyProblem, bert_like_specs
+
 from toolchain.profiles import load_profiles
 from toolchain.search import local
 from toolchain.search.allocate import CostTable, allocate
 from toolchain.search.scoring import ScoreCache
 from toolchain.search.sensitivity import Sensitivity
 from toolchain.search.space import Limit, SearchSpace
-from toolchain.search.toy import ToyProblem, bert_like_specs
 
 SPECS = bert_like_specs(1, 128, 256)  # 6 layers: a neighbourhood small enough to exhaust
 

@@ -6,14 +6,15 @@ import json
 import random
 
 import pytest
+from search_toy import ToyProblem, bert_like_specs
+from spread_source import SpreadOnlySource
 
 from toolchain.config_source import ConfigSource
 from toolchain.profiles import load_profiles
-from toolchain.search.refine import ParetoConfigSource, SpreadConfigSource
+from toolchain.search.refine import ParetoConfigSource
 from toolchain.search.scoring import quant_key
 from toolchain.search.sensitivity import module_type
 from toolchain.search.spread import cost_range
-from toolchain.search.toy import ToyProblem, bert_like_specs
 
 SPECS = bert_like_specs(2, 64, 128)
 
@@ -32,7 +33,7 @@ def _run(profiles, seed=0, rounds=3, **kw):
 
 
 def test_initial_set_spreads_across_budgets(profiles):
-    src: ConfigSource = SpreadConfigSource.for_profiles(profiles, SPECS, set_size=16)
+    src: ConfigSource = ParetoConfigSource.for_profiles(profiles, SPECS, set_size=16)
     lo, hi = cost_range(src.space)
     costs = sorted(c.avg_bits for c in src.configs)
     assert len(src.configs) == 16 and len({quant_key(c) for c in src.configs}) == 16
@@ -43,7 +44,7 @@ def test_initial_set_spreads_across_budgets(profiles):
 
 
 def test_sample_is_seeded_and_without_replacement(profiles):
-    src = SpreadConfigSource.for_profiles(profiles, SPECS, set_size=8)
+    src = ParetoConfigSource.for_profiles(profiles, SPECS, set_size=8)
     a = src.sample(random.Random(5), 8)
     assert [quant_key(c) for c in a] == [quant_key(c) for c in src.sample(random.Random(5), 8)]
     assert len({quant_key(c) for c in a}) == 8
@@ -52,7 +53,7 @@ def test_sample_is_seeded_and_without_replacement(profiles):
 
 def test_refinement_raises_hypervolume_on_toy_problem(profiles):
     toy = ToyProblem.make(SPECS, seed=1)
-    spread = SpreadConfigSource.for_profiles(profiles, SPECS, seed=0)
+    spread = SpreadOnlySource.for_profiles(profiles, SPECS, seed=0)
     spread.refine(0, toy.loss)
     start = spread.history[0]["set_hypervolume"]
     src = _run(profiles, rounds=4, hv_reference=tuple(spread.history[0]["reference"]))
@@ -90,9 +91,7 @@ def test_refinement_is_deterministic_and_history_is_json(profiles):
 
 
 def test_diverged_scores_are_dropped(profiles):
-    src = ParetoConfigSource.for_profiles(
-        profiles, SPECS, set_size=8, candidates_per_round=4, probe_sensitivity=False
-    )
+    src = ParetoConfigSource.for_profiles(profiles, SPECS, set_size=8, candidates_per_round=4, probe_sensitivity=False)
     toy = ToyProblem.make(SPECS)
     src.refine(0, lambda c: float("nan") if c.avg_bits > 6 else toy.loss(c))
     assert src.configs and all(c.avg_bits <= 6 for c in src.configs)

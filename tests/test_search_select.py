@@ -7,19 +7,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from search_baselines import best_feasible_uniform, best_random, uniform_at_least
+from search_toy import ToyProblem, bert_like_specs
 
 from toolchain.errors import BadInputError
 from toolchain.evaluate import metrics, predict_logits
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import load_profiles
 from toolchain.quant.model import Rounding, quantize_model
-from toolchain.search.baselines import best_feasible_uniform, best_random, uniform_at_least
 from toolchain.search.constraints import check_constraints
 from toolchain.search.plot import plot_front
 from toolchain.search.scoring import beats, quant_key
 from toolchain.search.select import SearchSettings, select_configs
 from toolchain.search.sensitivity import Sensitivity
-from toolchain.search.toy import ToyProblem, bert_like_specs
 
 SPECS = bert_like_specs(2, 128, 256)  # 12 layers; per-channel scales cost 0.25 or 0.125 bits per weight
 SETTINGS = SearchSettings(seed=0, front_evals=16, local_evals=8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from search_toy import bert_like_specs
 
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
@@ -10,7 +11,6 @@ from toolchain.profiles import Budget, load_profile, load_profiles
 from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme
 from toolchain.search.space import Limit, SearchSpace, Variant, cost_of, require_reachable, smallest_cost
-from toolchain.search.toy import bert_like_specs
 
 ONE = [LayerSpec("l0", 4, 8, 0, "dense")]  # 32 weights, 4 rows
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tiny import tiny_corpus, tiny_model_dir
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.errors import ValidationFailedError
@@ -18,7 +19,6 @@ from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import quantize_model
-from toolchain.testing import tiny_corpus, tiny_model_dir
 from toolchain.validators import cross_check as cross_check_module
 from toolchain.validators import validate
 

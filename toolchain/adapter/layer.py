@@ -115,13 +115,13 @@ class CoALinear(nn.Module):
         return dequantize_float(q, scale, base.zero_point, base.block_size), q, scale, base
 
     @torch.no_grad()
-    def generate(self, state: LayerState, requantize: str = "base") -> QuantizedWeight:
+    def generate(self, state: LayerState) -> QuantizedWeight:
         """The shipped integers; a float-branch layer is merged and rounded again (the naive path)."""
         if self.mode is ForwardMode.MERGED:
             _, q, scale, base = self.weight(state)
             return to_quantized(q, scale, base)
         up, down, base, scale = self.branch_factors(state)
-        return merge_then_round(base, scale, up @ down, requantize)
+        return merge_then_round(base, scale, up @ down)
 
     @torch.no_grad()
     def generate_branch(self, state: LayerState) -> tuple[QuantizedWeight, QuantizedWeight, QuantizedWeight]:

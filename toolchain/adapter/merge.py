@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from toolchain.quant.core import QuantizedWeight, expand_groups, int_range, quantize_mse, quantize_with
+from toolchain.quant.core import QuantizedWeight, expand_groups, int_range, quantize_with
 
 
 def per_weight(t: torch.Tensor, in_features: int, block_size: int | None) -> torch.Tensor:
@@ -79,17 +79,8 @@ def to_quantized(q: torch.Tensor, scale: torch.Tensor, base: QuantizedWeight) ->
     )
 
 
-def merge_then_round(
-    base: QuantizedWeight, scale: torch.Tensor, delta_w: torch.Tensor, requantize: str = "base"
-) -> QuantizedWeight:
-    """The naive path: add a float adapter to the dequantized weight, then round again.
-
-    `requantize="base"` rounds onto the layer's own grid (scale, zero point); "mse" re-runs the clipping
-    search on the merged weight. docs/onnxruntime.md: either erases most of the adapter's benefit at low bits.
-    """
+def merge_then_round(base: QuantizedWeight, scale: torch.Tensor, delta_w: torch.Tensor) -> QuantizedWeight:
+    """The naive path: add a float adapter to the dequantized weight, then round again onto the layer's own
+    grid (scale, zero point): at low bits this erases most of the adapter's benefit (docs/design.md)."""
     merged = dequantize_float(base.q.float(), scale, base.zero_point, base.block_size) + delta_w
-    if requantize == "mse":
-        return quantize_mse(merged, base.bits, base.scheme, base.block_size)
-    if requantize != "base":
-        raise ValueError(f"requantize must be 'base' or 'mse', got {requantize!r}")
     return quantize_with(merged, scale, base.zero_point, base.bits, base.scheme, base.block_size)

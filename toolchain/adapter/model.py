@@ -90,9 +90,7 @@ class CoAModel(nn.Module):
         return self.net(**{k: v.to(self.device) for k, v in inputs.items()}).logits
 
     @torch.no_grad()
-    def generate(
-        self, config: BitConfig, rank: int | None = None, requantize: str = "base"
-    ) -> dict[str, QuantizedWeight]:
+    def generate(self, config: BitConfig, rank: int | None = None) -> dict[str, QuantizedWeight]:
         """Each layer's integers and scales for `config` (merged, no rounding after the merge); with a
         `config.branch_rank`, the frozen integers and each layer's int8 branch factors (`generate_branch`)."""
         if config.branch_rank is not None:
@@ -100,7 +98,7 @@ class CoAModel(nn.Module):
                 raise BadInputError(f"rank: {rank}, but the configuration's branch_rank is {config.branch_rank}")
             return self.generate_branch(config)
         self.set_config(config, rank)
-        return {layer.spec.name: layer.generate(layer.current, requantize) for layer in self.layers}
+        return {layer.spec.name: layer.generate(layer.current) for layer in self.layers}
 
     @torch.no_grad()
     def generate_tables(self, table: EmbeddingQuant) -> dict[str, QuantizedWeight]:

@@ -7,16 +7,9 @@ profile -> space (allowed choices, costs, budgets) -> sensitivity -> refine (tra
 
 from __future__ import annotations
 
-from toolchain.search.baselines import (
-    Baseline,
-    best_feasible_uniform,
-    best_random,
-    random_feasible,
-    uniform_at_least,
-)
 from toolchain.search.constraints import check_constraints
 from toolchain.search.pareto import hypervolume, pareto_indices
-from toolchain.search.refine import ParetoConfigSource, SpreadConfigSource
+from toolchain.search.refine import ParetoConfigSource
 from toolchain.search.scoring import ScoreCache, beats, error_of, quant_key, rank_key, selection_key
 from toolchain.search.select import SearchResult, SearchSettings, Selection, merge_results, select_configs
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, weight_sensitivity
@@ -31,7 +24,6 @@ from toolchain.search.space import (
 )
 
 __all__ = [
-    "Baseline",
     "Cost",
     "Limit",
     "ParetoConfigSource",
@@ -42,11 +34,8 @@ __all__ = [
     "SearchSpace",
     "Selection",
     "Sensitivity",
-    "SpreadConfigSource",
     "Variant",
     "beats",
-    "best_feasible_uniform",
-    "best_random",
     "check_constraints",
     "cost_of",
     "error_of",
@@ -54,12 +43,10 @@ __all__ = [
     "loss_sensitivity",
     "pareto_indices",
     "quant_key",
-    "random_feasible",
     "rank_key",
     "require_reachable",
     "select_configs",
     "selection_key",
     "smallest_cost",
-    "uniform_at_least",
     "weight_sensitivity",
 ]

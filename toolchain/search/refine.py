@@ -2,10 +2,10 @@
 
 The adapter's training loop samples configurations from a ConfigSource each step and, every few hundred
 steps, calls `refine(step, score)` with a scorer of the current adapter (validation loss, lower is better).
-- `SpreadConfigSource`: a fixed set spread across bit budgets (the baseline; refine only measures it).
-- `ParetoConfigSource`: each round re-scores the set, proposes candidates (sensitivity-greedy allocations
-  at random budgets, and NSGA-II children of the set), and keeps the non-dominated configurations of every
-  budget bin as the new set; the front and its hypervolume are recorded per round in `history`.
+`ParetoConfigSource` starts from a set spread across the bit budgets (sensitivity-aware); each round
+re-scores the set, proposes candidates (sensitivity-greedy allocations at random budgets, and NSGA-II
+children of the set), and keeps the non-dominated configurations of every budget bin as the new set; the
+front and its hypervolume are recorded per round in `history`.
 On a toy problem NSGA-II children alone rarely reached the front within a few rounds of 16 candidates;
 the sensitivity-guided proposals (sensitivity probed with the adapter at the first round) did, which is
 why both are used.
@@ -29,18 +29,25 @@ from toolchain.search.space import SearchSpace
 from toolchain.search.spread import cost_range, guided_configs, spread_configs
 
 
-class SpreadConfigSource:
-    """A fixed set of configurations spread across the space's bit budgets (sensitivity-aware)."""
+class ParetoConfigSource:
+    """A set spread across the space's bit budgets; each `refine` round keeps the best of the set plus NSGA-II's
+    candidates."""
 
     def __init__(
         self,
         space: SearchSpace,
         *,
         set_size: int = 24,
+        n_bins: int = 6,
+        candidates_per_round: int = 16,
         sensitivity: Sensitivity | None = None,
+        probe_sensitivity: bool = True,
+        probe_group: Callable[[LayerSpec], str] | None = None,
         seed: int = 0,
         hv_reference: Point | None = None,
     ):
+        """`probe_group`: probe the layers of a group together (e.g. by module type: 7 scores on MiniLM
+        instead of 37, about 21 s less at the first round); None probes each layer."""
         if set_size < 2:
             raise ValueError(f"set_size must be at least 2, got {set_size}")
         self.space = space
@@ -49,6 +56,12 @@ class SpreadConfigSource:
         self.configs: list[BitConfig] = spread_configs(space, set_size, sensitivity, seed)
         self.history: list[dict] = []
         self._reference = hv_reference
+        self.edges = bin_edges(*cost_range(space), n_bins)
+        self.per_bin = math.ceil(set_size / n_bins)
+        self.candidates_per_round = candidates_per_round
+        self.probe_sensitivity = probe_sensitivity
+        self.probe_group = probe_group
+        self.probe_evaluations = 0
 
     @classmethod
     def for_profiles(cls, profiles: Sequence[DeviceProfile], specs: Sequence[LayerSpec], **kwargs):
@@ -61,13 +74,6 @@ class SpreadConfigSource:
             return rng.sample(self.configs, k)
         return [rng.choice(self.configs) for _ in range(k)]
 
-    def refine(self, step: int, score: Scorer) -> None:
-        """Record the set's front and hypervolume under the current scorer; the set itself stays."""
-        cache = ScoreCache(score)
-        pool = [c for c in self.configs if math.isfinite(float(cache(c)))]
-        points = [(c.avg_bits, float(cache(c))) for c in pool]
-        self._record(step, cache, points, list(range(len(points))), pool)
-
     def to_dict(self) -> dict:
         """The current set, the sensitivity and the per-round history, JSON-serialisable (run records)."""
         return {
@@ -78,13 +84,15 @@ class SpreadConfigSource:
 
     def state_dict(self) -> dict:
         """Everything `refine` changes (JSON-able): a checkpoint saves it so a resumed run draws the same sets."""
-        return self.to_dict() | {"reference": None if self._reference is None else list(self._reference)}
+        reference = None if self._reference is None else list(self._reference)
+        return self.to_dict() | {"reference": reference, "probe_evaluations": self.probe_evaluations}
 
     def load_state_dict(self, state: dict) -> None:
         self.configs = [BitConfig.model_validate(c) for c in state["configs"]]
         self.sensitivity = None if state["sensitivity"] is None else Sensitivity.from_dict(state["sensitivity"])
         self.history = list(state["history"])
         self._reference = None if state["reference"] is None else tuple(state["reference"])
+        self.probe_evaluations = state["probe_evaluations"]
 
     def reference(self, points: Sequence[Point]) -> Point:
         """Hypervolume reference, fixed at the first round so rounds compare (pass one to share it)."""
@@ -110,40 +118,6 @@ class SpreadConfigSource:
                 "set": [{"avg_bits": points[i][0], "loss": points[i][1], "key": quant_key(pool[i])} for i in kept],
             }
         )
-
-
-class ParetoConfigSource(SpreadConfigSource):
-    """Starts as the spread set; each `refine` round keeps the best of the set plus NSGA-II's candidates."""
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        *,
-        set_size: int = 24,
-        n_bins: int = 6,
-        candidates_per_round: int = 16,
-        sensitivity: Sensitivity | None = None,
-        probe_sensitivity: bool = True,
-        probe_group: Callable[[LayerSpec], str] | None = None,
-        seed: int = 0,
-        hv_reference: Point | None = None,
-    ):
-        """`probe_group`: probe the layers of a group together (e.g. by module type: 7 scores on MiniLM
-        instead of 37, about 21 s less at the first round); None probes each layer."""
-        super().__init__(space, set_size=set_size, sensitivity=sensitivity, seed=seed, hv_reference=hv_reference)
-        self.edges = bin_edges(*cost_range(space), n_bins)
-        self.per_bin = math.ceil(set_size / n_bins)
-        self.candidates_per_round = candidates_per_round
-        self.probe_sensitivity = probe_sensitivity
-        self.probe_group = probe_group
-        self.probe_evaluations = 0
-
-    def state_dict(self) -> dict:
-        return super().state_dict() | {"probe_evaluations": self.probe_evaluations}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.probe_evaluations = state["probe_evaluations"]
 
     def refine(self, step: int, score: Scorer) -> None:
         """Re-score the set with the current adapter, propose candidates, keep each bin's non-dominated ones.

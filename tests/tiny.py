@@ -1,4 +1,4 @@
-"""Tiny seeded models and data for tests and smoke benchmarks: built locally, never downloaded."""
+"""Tiny seeded models, data and training settings for the tests: built locally, never downloaded."""
 
 from __future__ import annotations
 

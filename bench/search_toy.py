@@ -42,9 +42,7 @@ class ToyProblem:
     weights: tuple[float, ...]
 
     @classmethod
-    def make(
-        cls, specs: list[LayerSpec], seed: int = 0, spread: float = 1.5, scale: float = 0.2
-    ) -> ToyProblem:
+    def make(cls, specs: list[LayerSpec], seed: int = 0, spread: float = 1.5, scale: float = 0.2) -> ToyProblem:
         rng = random.Random(seed)
         return cls(tuple(specs), tuple(scale * math.exp(spread * rng.gauss(0, 1)) for _ in specs))
 

@@ -46,9 +46,7 @@ class Baseline:
         }
 
 
-def _best(
-    profile: DeviceProfile, kind: str, configs: list[BitConfig], score: MetricsScorer
-) -> Baseline | None:
+def _best(profile: DeviceProfile, kind: str, configs: list[BitConfig], score: MetricsScorer) -> Baseline | None:
     scored = [(c, score(c)) for c in configs]
     if not scored:
         return None
@@ -64,9 +62,7 @@ def _budget_key(profile: DeviceProfile, cost: Cost) -> tuple[float, ...]:
     """The costs the profile caps, in a fixed order."""
     b = profile.budget
     return tuple(
-        x
-        for x, cap in ((cost.avg_bits, b.max_avg_bits), (cost.container_bytes, b.max_weight_mb))
-        if cap is not None
+        x for x, cap in ((cost.avg_bits, b.max_avg_bits), (cost.container_bytes, b.max_weight_mb)) if cap is not None
     )
 
 
@@ -86,23 +82,17 @@ def uniform_at_least(
     if not pool:
         return None
     cheapest = min(_budget_key(profile, cost_of(c)) for c in pool)
-    return _best(
-        profile, "uniform_at_least", [c for c in pool if _budget_key(profile, cost_of(c)) == cheapest], score
-    )
+    return _best(profile, "uniform_at_least", [c for c in pool if _budget_key(profile, cost_of(c)) == cheapest], score)
 
 
-def best_feasible_uniform(
-    profile: DeviceProfile, specs: Sequence[LayerSpec], score: MetricsScorer
-) -> Baseline | None:
+def best_feasible_uniform(profile: DeviceProfile, specs: Sequence[LayerSpec], score: MetricsScorer) -> Baseline | None:
     """The best uniform configuration within the profile's budget, or None if no uniform one fits."""
     space = SearchSpace.from_profile(profile, specs)
     limit = Limit.of_profile(profile, space.n_params)
     return _best(profile, "feasible_uniform", [c for c in _uniform(space) if limit.admits(c)], score)
 
 
-def random_feasible(
-    profile: DeviceProfile, specs: Sequence[LayerSpec], n: int, seed: int = 0
-) -> list[BitConfig]:
+def random_feasible(profile: DeviceProfile, specs: Sequence[LayerSpec], n: int, seed: int = 0) -> list[BitConfig]:
     """n distinct random configurations within the profile's budget (fewer if the space has fewer)."""
     space = SearchSpace.from_profile(profile, specs)
     limit = Limit.of_profile(profile, space.n_params)
