@@ -42,8 +42,12 @@ def write_tiny_corpus(path: Path, n_per_class: int = 40, seed: int = 0) -> Path:
     return Path(path)
 
 
-def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0, max_positions: int = 64) -> Path:
-    """Save a seeded, randomly initialised BERT encoder and its WordPiece tokenizer to `path`."""
+def tiny_model_dir(
+    path: Path, hidden: int = 32, layers: int = 2, seed: int = 0, max_positions: int = 64, init_std: float = 0.02
+) -> Path:
+    """Save a seeded, randomly initialised BERT encoder and its WordPiece tokenizer to `path`. `init_std`:
+    the weights' initial standard deviation (BERT's 0.02 leaves the encoder's Linears a small part of the
+    output, so that even 2-bit integers barely change it)."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path = Path(path)
@@ -60,6 +64,7 @@ def tiny_model_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0,
         num_attention_heads=2,
         intermediate_size=2 * hidden,
         max_position_embeddings=max_positions,
+        initializer_range=init_std,
     )
     BertModel(config).save_pretrained(path)
     return path
