@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from adapter_common import find_run, r2
 from record import provenance
+from search_constraints import check_constraints
 
 from toolchain.adapter import Run
 from toolchain.adapter.run_files import DATA, read_dataset
@@ -40,7 +41,7 @@ from toolchain.build.branch import choose_variant, seeds_only
 from toolchain.build.device_search import SEARCH_DOCS, validation_scorer
 from toolchain.io import atomic_write_json
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
-from toolchain.search import Sensitivity, check_constraints, select_configs
+from toolchain.search import Sensitivity, select_configs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapter_branch.json"
 

@@ -20,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from record import provenance
+from record import git_commit, provenance
 
 from toolchain.data import DEFAULT_DATA
 from toolchain.io import atomic_write_json
-from toolchain.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "fresh_clone_build.json"

@@ -13,15 +13,31 @@ import ast
 import datetime
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 import torch
 
 from toolchain.profiles import default_profiles_dir
-from toolchain.provenance import git_commit, source_hash
+from toolchain.provenance import source_hash
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+
+
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=where).stdout.strip()
+
+
+def git_commit(where: Path) -> str | None:
+    """The short commit of the checkout holding `where`, with "+dirty" when its tracked files differ from it;
+    None outside a checkout."""
+    try:
+        commit = _git(where, "rev-parse", "--short", "HEAD")
+        dirty = _git(where, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
 
 
 def bench_imports(script: Path) -> set[Path]:

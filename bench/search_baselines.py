@@ -19,7 +19,7 @@ from toolchain.evaluate import Metrics
 from toolchain.models import LayerSpec
 from toolchain.profiles import DeviceProfile
 from toolchain.search.allocate import CostTable, random_levels
-from toolchain.search.scoring import quant_key, selection_key
+from toolchain.search.scoring import quant_key, rank_key, selection_key
 from toolchain.search.space import Cost, Limit, SearchSpace, cost_of
 
 MetricsScorer = Callable[[BitConfig], Metrics]
@@ -115,3 +115,8 @@ def best_random(
 ) -> Baseline | None:
     """The best of n random feasible configurations."""
     return _best(profile, "random", random_feasible(profile, specs, n, seed), score)
+
+
+def beats(a: Metrics, b: Metrics) -> bool:
+    """a ranks strictly before b: higher accuracy, or equal accuracy and lower KL (higher macro-F1)."""
+    return rank_key(a) < rank_key(b)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 from adapter_common import coa_logits, find_run, machine_info, paired_test, r2, split_metrics
-from search_baselines import best_feasible_uniform, best_random, uniform_at_least
+from search_baselines import beats, best_feasible_uniform, best_random, uniform_at_least
+from search_constraints import check_constraints
 
 from toolchain.adapter import Run
 from toolchain.bitconfig import BitConfig
@@ -32,8 +33,6 @@ from toolchain.io import atomic_write_json
 from toolchain.profiles import profiles_or_default
 from toolchain.search import (
     ScoreCache,
-    beats,
-    check_constraints,
     cost_of,
     quant_key,
 )

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from search_baselines import best_feasible_uniform, best_random, uniform_at_least
+from search_baselines import beats, best_feasible_uniform, best_random, uniform_at_least
+from search_constraints import check_constraints
 from sklearn.linear_model import LogisticRegression
 
 from toolchain.bitconfig import BitConfig
@@ -31,8 +32,6 @@ from toolchain.search import (
     ScoreCache,
     SearchSettings,
     SearchSpace,
-    beats,
-    check_constraints,
     error_of,
     loss_sensitivity,
     select_configs,

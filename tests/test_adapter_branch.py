@@ -8,6 +8,7 @@ import random
 import onnx
 import pytest
 import torch
+from search_constraints import check_constraints
 from tiny import tiny_model_dir, tiny_train_settings
 
 from toolchain.adapter import ForwardMode, Grid, RandomConfigSource, Run, run_files, train
@@ -19,7 +20,7 @@ from toolchain.exporters import export_model, twin_of
 from toolchain.io import sha256_file
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
-from toolchain.search import Selection, Sensitivity, check_constraints, cost_of
+from toolchain.search import Selection, Sensitivity, cost_of
 from toolchain.validators import validate
 
 SETTINGS = tiny_train_settings(bits=[2, 3, 4], grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])

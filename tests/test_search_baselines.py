@@ -6,11 +6,11 @@ import random
 
 import pytest
 from search_baselines import best_feasible_uniform, random_feasible, uniform_at_least
+from search_constraints import check_constraints
 from search_toy import ToyProblem, bert_like_specs
 
 from toolchain.profiles import Budget, load_profile
 from toolchain.quant.core import Scheme
-from toolchain.search.constraints import check_constraints
 from toolchain.search.local import local_search
 from toolchain.search.scoring import ScoreCache, quant_key, rank_key
 from toolchain.search.sensitivity import loss_sensitivity

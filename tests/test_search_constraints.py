@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
+from search_constraints import check_constraints
 from search_toy import bert_like_specs
 
 from toolchain.bitconfig import BitConfig, LayerBits, config_from_bits
 from toolchain.profiles import Budget, load_profile
 from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme
-from toolchain.search.constraints import check_constraints
 
 SPECS = bert_like_specs(1, 32, 64)  # 6 layers, 8,192 weights, 224 rows
 

@@ -11,7 +11,6 @@ from toolchain.search.pareto import (
     bin_edges,
     bin_of,
     contributions,
-    dominates,
     hypervolume,
     keep_per_bin,
     nondominated_ranks,
@@ -22,9 +21,17 @@ from toolchain.search.pareto import (
 POINTS = [(2, 5.0), (3, 3.0), (3, 4.0), (4, 3.0), (5, 1.0), (2, 5.0)]
 
 
-def test_dominates():
-    assert dominates((1, 1), (2, 2)) and dominates((1, 1), (1, 2))
-    assert not dominates((1, 1), (1, 1)) and not dominates((1, 3), (2, 2))
+def _dominates(a, b) -> bool:
+    """a is no worse than b in both objectives and better in at least one (the definition, re-derived)."""
+    return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
+
+
+def test_pareto_indices_are_exactly_the_non_dominated_points():
+    rng = random.Random(3)
+    for _ in range(50):
+        points = [(rng.randint(0, 6), rng.randint(0, 6)) for _ in range(rng.randint(1, 12))]
+        want = {i for i, p in enumerate(points) if not any(_dominates(q, p) for q in points)}
+        assert set(pareto_indices(points)) == want, points
 
 
 def test_pareto_indices_by_hand():

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from search_baselines import best_feasible_uniform, best_random, random_feasible, uniform_at_least
+from search_baselines import beats, best_feasible_uniform, best_random, random_feasible, uniform_at_least
+from search_constraints import check_constraints
 from search_toy import ToyProblem, bert_like_specs
 
 from toolchain.errors import BadInputError
@@ -18,9 +19,8 @@ from toolchain.evaluate import Metrics, metrics, predict_logits
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import load_profiles
 from toolchain.quant.model import Rounding, quantize_model
-from toolchain.search.constraints import check_constraints
 from toolchain.search.plot import plot_front
-from toolchain.search.scoring import beats, quant_key
+from toolchain.search.scoring import quant_key
 from toolchain.search.select import SearchSettings, select_configs
 from toolchain.search.sensitivity import Sensitivity
 

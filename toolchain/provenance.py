@@ -1,8 +1,8 @@
-"""What code produced a result: a hash of edgeq's own source files, a hash of the modules one result
-depends on, and the git commit of a checkout.
+"""What code produced a result: a hash of edgeq's own source files, and a hash of the modules one result
+depends on.
 
-A build records the source hash in build.json, and every benchmark result records both (bench/record.py),
-so that a table generated from a result can refuse one measured by other code than the checkout's. A
+A build records the source hash in build.json, and every benchmark result records it with the git commit
+(bench/record.py), so that a table generated from a result can refuse one measured by other code. A
 training run records the hash of its training code's import closure (`closure_hash`), so that a changed
 edgeq trains again instead of reusing integers that older code computed.
 """
@@ -13,7 +13,6 @@ import ast
 import functools
 import hashlib
 import importlib.util
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -98,18 +97,3 @@ def _stable_name(path: Path) -> str:
         if anchor in parts:
             return "/".join(parts[len(parts) - 1 - parts[::-1].index(anchor) :])
     return path.name
-
-
-def _git(where: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=where).stdout.strip()
-
-
-def git_commit(where: Path) -> str | None:
-    """The short commit of the checkout holding `where`, with "+dirty" when its tracked files differ from it;
-    None outside a checkout."""
-    try:
-        commit = _git(where, "rev-parse", "--short", "HEAD")
-        dirty = _git(where, "status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")

@@ -26,7 +26,7 @@ from onnx import TensorProto, numpy_helper
 from toolchain.exporters.metadata import ExportMetadata
 from toolchain.profiles import DeviceProfile, EmbeddingQuant
 from toolchain.quant.core import Scheme, int_range
-from toolchain.quant.tables import unpack_fields
+from toolchain.quant.tables import TABLE_SCALE_BITS, offset, unpack_fields
 from toolchain.validators.result import result_dict
 
 MB = 1_000_000
@@ -135,10 +135,9 @@ def _table_bits(name: str, inits: dict[str, TensorProto], spec: EmbeddingQuant) 
         entries, fields = _numel(q), numpy_helper.to_array(q)
     else:
         entries = _numel(q) * (8 // spec.field_bits)
-        offset = 2 ** (spec.bits - 1) if spec.scheme is Scheme.SYMMETRIC else 0
-        fields = _fields(numpy_helper.to_array(q), spec.field_bits) - offset
+        fields = _fields(numpy_helper.to_array(q), spec.field_bits) - offset(spec)
     groups = _numel(scale)
-    bits = entries * spec.bits + groups * (16 + (spec.bits if zp is not None else 0))
+    bits = entries * spec.bits + groups * (TABLE_SCALE_BITS + (spec.bits if zp is not None else 0))
     problems = _range_problems(where, fields, spec.bits, spec.scheme)
     if zp is not None:  # its fields may hold more than `bits` bits (3-bit zero points in 4-bit fields)
         zps = _fields(numpy_helper.to_array(zp), spec.field_bits)

@@ -103,7 +103,7 @@ def run_dir_for(inputs: Inputs, s: BuildSettings, state: Path) -> Path:
     reused only by a build that would compute it the same way."""
     overrides = {"seed": s.seed} | ({"steps": s.steps} if s.steps is not None else {})
     settings = training_settings(inputs.profiles, **overrides)
-    weights = "|".join(p.weights.model_dump_json() for p in inputs.profiles)
+    weights = "|".join(sorted({p.weights.model_dump_json() for p in inputs.profiles}))
     key = run_key(
         inputs.model_hash, dataset_sha256(inputs.dataset), settings.model_dump_json(), weights, run_files.code_hash()
     )

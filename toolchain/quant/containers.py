@@ -79,20 +79,3 @@ def pack(values: np.ndarray, container: Container) -> np.ndarray:
     fields = (np.concatenate([flat, np.zeros(pad, np.int64)]) & mask).reshape(-1, per_byte)  # (n_bytes, k)
     shifts = np.arange(per_byte, dtype=np.int64) * container.bits
     return (fields << shifts).sum(axis=1).astype(np.uint8)
-
-
-def unpack(data: np.ndarray, container: Container, count: int) -> np.ndarray:
-    """Inverse of `pack`: the first `count` integers (int64), sign-extended for signed containers."""
-    raw = np.asarray(data, dtype=np.uint8).reshape(-1)
-    capacity = raw.size * 8 // container.bits
-    if count > capacity:
-        raise ValueError(f"{container}: {raw.size} bytes hold at most {capacity} values, not {count}")
-    if container.bits == 8:
-        return raw.view(np.int8 if container.signed else np.uint8)[:count].astype(np.int64)
-    per_byte = 8 // container.bits
-    mask = (1 << container.bits) - 1
-    shifts = np.arange(per_byte, dtype=np.int64) * container.bits
-    fields = ((raw.astype(np.int64)[:, None] >> shifts) & mask).reshape(-1)[:count]
-    if container.signed:
-        fields = np.where(fields >= 1 << (container.bits - 1), fields - (1 << container.bits), fields)
-    return fields

@@ -152,11 +152,6 @@ def dequantize(
     return qf * expand_groups(scale, in_f, block_size)
 
 
-def group_sq_error(w: torch.Tensor, qw: QuantizedWeight) -> torch.Tensor:
-    """Squared reconstruction error summed per group, (out, G)."""
-    return _grouped((w.float() - qw.dequantize()) ** 2, qw.block_size).sum(-1)
-
-
 def quantize_mse(
     w: torch.Tensor,
     bits: int,

@@ -1,16 +1,15 @@
 """Pareto-based configuration search: the adapter's training configurations and the best one per device.
 
 profile -> space (allowed choices, costs, budgets) -> sensitivity -> refine (training set, during training)
-        -> select (per device, after training) -> constraints (independent check) -> plot.
+        -> select (per device, after training) -> plot.
 `toolchain.search.plot` is imported on its own (matplotlib).
 """
 
 from __future__ import annotations
 
-from toolchain.search.constraints import check_constraints
 from toolchain.search.pareto import hypervolume, pareto_indices
 from toolchain.search.refine import ParetoConfigSource
-from toolchain.search.scoring import ScoreCache, beats, error_of, quant_key, rank_key, selection_key
+from toolchain.search.scoring import ScoreCache, error_of, quant_key, rank_key, selection_key
 from toolchain.search.select import SearchResult, SearchSettings, Selection, merge_results, select_configs
 from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, weight_sensitivity
 from toolchain.search.space import (
@@ -35,8 +34,6 @@ __all__ = [
     "Selection",
     "Sensitivity",
     "Variant",
-    "beats",
-    "check_constraints",
     "cost_of",
     "error_of",
     "hypervolume",

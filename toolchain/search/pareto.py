@@ -12,11 +12,6 @@ from collections.abc import Sequence
 Point = tuple[float, float]
 
 
-def dominates(a: Point, b: Point) -> bool:
-    """a is no worse than b in both objectives and better in at least one."""
-    return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
-
-
 def pareto_indices(points: Sequence[Point]) -> list[int]:
     """Indices of the non-dominated points, ordered by cost then loss (equal points all kept)."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1], i))
@@ -85,9 +80,7 @@ def contributions(points: Sequence[Point], reference: Point) -> list[float]:
     return out
 
 
-def keep_per_bin(
-    points: Sequence[Point], edges: Sequence[float], per_bin: int, reference: Point
-) -> list[int]:
+def keep_per_bin(points: Sequence[Point], edges: Sequence[float], per_bin: int, reference: Point) -> list[int]:
     """Up to `per_bin` indices per budget bin: the bin's own front first, then later ranks while room lasts.
 
     Every bin keeps its own front, so the kept set covers all budgets even where a cheaper bin's points
@@ -99,8 +92,6 @@ def keep_per_bin(
     for b in range(len(edges) - 1):
         members = [i for i, p in enumerate(points) if bin_of(p[0], edges) == b]
         ranks = nondominated_ranks([points[i] for i in members])
-        order = sorted(
-            range(len(members)), key=lambda j: (ranks[j], -share[members[j]], points[members[j]], j)
-        )
+        order = sorted(range(len(members)), key=lambda j: (ranks[j], -share[members[j]], points[members[j]], j))
         kept += sorted((members[j] for j in order[:per_bin]), key=lambda i: (points[i], i))
     return kept

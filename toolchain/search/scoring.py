@@ -80,8 +80,3 @@ def selection_key(config: BitConfig, m: Metrics) -> tuple[float, float, float]:
     97.93 % for accuracy-then-KL, on one build's scored pool).
     """
     return (-m.accuracy, -round(config.avg_bits, 9), m.kl if m.kl is not None else -m.macro_f1)
-
-
-def beats(a: Metrics, b: Metrics) -> bool:
-    """a ranks strictly before b: higher accuracy, or equal accuracy and lower KL (higher macro-F1)."""
-    return rank_key(a) < rank_key(b)

@@ -1,9 +1,10 @@
-"""An independent check that a configuration satisfies a device profile.
+"""An independent check that a configuration satisfies a device profile, for the tests and benches.
 
-Deliberately shares no code with the search: costs are recomputed here from layer shapes and the formulas
-of docs/design.md (bits per weight = b + scale bits / group size, plus a b-bit zero point per group when
-asymmetric; containers pack to whole bytes), and integer ranges from the scheme definitions, instead of
-calling BitConfig.avg_bits, LayerBits.container_bytes or the search space. A bug in either path then shows
+Deliberately shares no code with the library's one definition of each cost and range: costs are
+recomputed here from layer shapes and the formulas of docs/design.md (bits per weight = b + scale bits /
+group size, plus a b-bit zero point per group when asymmetric; containers pack to whole bytes), and
+integer ranges from the scheme definitions, instead of calling BitConfig.avg_bits,
+LayerBits.container_bytes or the search space. A bug in either path then shows
 as a disagreement rather than passing silently.
 """
 
