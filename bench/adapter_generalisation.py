@@ -41,6 +41,7 @@ from adapter_common import (
     train_variant,
     training_forward_metrics,
 )
+from random_configs import random_config_at
 
 from toolchain.adapter import (
     FixedConfigSource,
@@ -48,7 +49,6 @@ from toolchain.adapter import (
     Run,
     TrainSettings,
     make_config,
-    random_config_at,
     run_files,
     train,
 )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
+from random_configs import random_config_at
 
 from toolchain.adapter.configs import (
     FilteredConfigSource,
     FixedConfigSource,
     RandomConfigSource,
     make_config,
-    random_config_at,
 )
 from toolchain.adapter.settings import Grid
 from toolchain.config_source import ConfigSource

@@ -6,19 +6,20 @@ import pytest
 from pydantic import ValidationError
 
 from toolchain.adapter import Grid, TrainSettings
+from toolchain.build.training import training_settings
 from toolchain.profiles import load_profiles
 from toolchain.quant.core import Scheme
 
 
 def test_default_grids_cover_the_shipped_profiles(profiles_dir):
-    covering = TrainSettings.covering(load_profiles([profiles_dir]))
+    covering = training_settings(load_profiles([profiles_dir]))
     assert {g.key for g in covering.grids} <= {g.key for g in TrainSettings().grids}
     assert set(covering.bits) <= set(TrainSettings().bits)
 
 
 def test_covering_collects_schemes_and_block_sizes(profiles_dir):
     profiles = {p.name: p for p in load_profiles([profiles_dir])}
-    s = TrainSettings.covering([profiles["rpi5"], profiles["aggressive_2bit"]], steps=5)
+    s = training_settings([profiles["rpi5"], profiles["aggressive_2bit"]], steps=5)
     assert s.steps == 5 and s.bits == [2, 3, 4, 5, 6, 8]
     assert {g.key for g in s.grids} == {"symm-pc", "symm-b32", "symm-b64", "symm-b128", "asym-pc"}
 

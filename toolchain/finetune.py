@@ -25,6 +25,10 @@ from toolchain.quant.model import get_module, set_module
 
 
 class FinetuneMode(StrEnum):
+    """LORA is the default (a pretrained encoder's features stay, and 400 steps fit on a CPU). FULL is for a
+    model whose encoder has not learned features a low-rank update could adapt, such as a randomly
+    initialised or very small one (the tests' tiny models), or for a user who can afford the cost."""
+
     LORA = "lora"  # low-rank update of every quantizable Linear, merged after training
     FULL = "full"  # every weight trains (embeddings and LayerNorms included)
 

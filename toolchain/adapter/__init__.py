@@ -11,7 +11,6 @@ from toolchain.adapter.configs import (
     FixedConfigSource,
     RandomConfigSource,
     make_config,
-    random_config_at,
 )
 from toolchain.adapter.run import Run
 from toolchain.adapter.settings import ConfigWeighting, DeltaUnits, ForwardMode, Grid, TrainSettings
@@ -30,6 +29,5 @@ __all__ = [
     "RandomConfigSource",
     "TrainSettings",
     "make_config",
-    "random_config_at",
     "train",
 ]
