@@ -103,8 +103,9 @@ def test_build_writes_one_verified_package_per_profile(built, build_profiles):
 def test_branch_profile_ships_the_better_of_merged_and_branch(built, build_profiles, model_path):
     """aggressive_2bit allows an int8 adapter branch: the build trains a branch run (sharing the float
     fine-tune), scores the branch at each rank that fits, and ships whichever scored better on validation."""
+    from search_constraints import check_constraints
+
     from toolchain.build.branch import BRANCH, MERGED
-    from toolchain.search import check_constraints
 
     out = built[0]
     stages = json.loads((out / "build.json").read_text())["stages"]
