@@ -444,3 +444,12 @@ def test_load_profiles_rejects_duplicate_names(tmp_path: Path, profiles_dir: Pat
         "rpi5",
         "npu_int8",
     ]
+
+
+def test_the_profile_guides_example_is_a_valid_profile(tmp_path):
+    """docs/device-profiles.md's example is what a user copies first: it must load as written."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "device-profiles.md").read_text(encoding="utf-8")
+    example = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_board.yaml").write_text(example, encoding="utf-8")
+    (profile,) = load_profiles([tmp_path / "my_board.yaml"])
+    assert profile.name == "my_board" and profile.budget.max_model_mb == 20.0 and profile.weights.bits == [3, 4, 8]
