@@ -274,6 +274,9 @@ def test_unfinished_run_of_other_code_is_not_resumed(run, tiny_model_path, tiny_
     (old / run_files.CODE).write_text(json.dumps({"code": "0" * 16}))
     with pytest.raises(BadInputError, match=r"code\.json: .* holds a run of edgeq training code 0{16}"):
         train(tiny_model_path, tiny_data, old, run.settings, progress=False)
+    (old / run_files.CODE).unlink()  # a run started by an edgeq that recorded no code hash
+    with pytest.raises(BadInputError, match=r"holds a run of edgeq training code unrecorded \(an edgeq older"):
+        train(tiny_model_path, tiny_data, old, run.settings, progress=False)
 
 
 def test_the_training_code_hash_covers_the_merge_and_not_the_exporter():

@@ -104,12 +104,10 @@ def start_run(run_dir: Path, ds: TextDataset, settings: TrainSettings) -> None:
     """Record the code, settings and data; refuse a directory that holds a run of other code, settings or
     data (resuming it would mix the two)."""
     code_path, settings_path, data_path = run_dir / CODE, run_dir / SETTINGS, run_dir / DATA
-    problems = []
-    if settings_path.is_file() and _recorded_code(code_path) != code_hash():
-        problems.append(
-            f"{code_path}: {run_dir} holds a run of edgeq training code {_recorded_code(code_path)}, this edgeq's "
-            f"is {code_hash()}"
-        )
+    now, problems = code_hash(), []
+    if settings_path.is_file() and (recorded := _recorded_code(code_path)) != now:
+        which = recorded or "unrecorded (an edgeq older than code hashes)"
+        problems.append(f"{code_path}: {run_dir} holds a run of edgeq training code {which}, this edgeq's is {now}")
     if settings_path.is_file() and not _same_settings(settings_path, settings):
         problems.append(f"{settings_path}: {run_dir} holds a run with other settings")
     if data_path.is_file() and not _same_data(data_path, ds):
@@ -117,7 +115,7 @@ def start_run(run_dir: Path, ds: TextDataset, settings: TrainSettings) -> None:
     if problems:
         raise BadInputError([f"{p}; use a new run directory (or delete this one)" for p in problems])
     if not code_path.is_file():
-        atomic_write_json(code_path, {"code": code_hash()})
+        atomic_write_json(code_path, {"code": now})
     if not settings_path.is_file():
         atomic_write_text(settings_path, settings.model_dump_json(indent=2))
     if not data_path.is_file():
