@@ -7,7 +7,7 @@ fine-tune, and scores the same configurations with each on the test and validati
 - spread, the merged run's steps: configurations spread over 2-4 bits (what builds trained before);
 - spread, half the steps;
 - budgeted, half the steps: only base configurations a branch profile can afford beside a rank-1 branch
-  (`toolchain.build.branch.branch_training_filter`; what a build trains now).
+  (`toolchain.build.branch_training.branch_training_filter`; what a build trains now).
 
 The configurations: uniform 2-bit asymmetric per channel (the region aggressive_2bit ships a branch in) at
 branch ranks 1, 2 and 4, uniform 2-bit symmetric at rank 2, and uniform 3-bit symmetric at rank 2, which is
@@ -31,7 +31,7 @@ from record import provenance
 from toolchain.adapter import ForwardMode, RandomConfigSource, Run, train
 from toolchain.adapter.run_files import DATA, read_dataset, share_float_stages
 from toolchain.bitconfig import BitConfig, config_from_bits
-from toolchain.build.branch import branch_steps, branch_training_filter, branch_training_source
+from toolchain.build.branch_training import branch_steps, branch_training_filter, branch_training_source
 from toolchain.build.training import training_settings
 from toolchain.io import atomic_write_json
 from toolchain.models import default_model_path

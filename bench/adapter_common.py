@@ -18,7 +18,7 @@ from stats import mcnemar
 
 from toolchain.adapter import Run, TrainSettings, run_files, train
 from toolchain.bitconfig import BitConfig
-from toolchain.build.branch import BRANCH_RUN_INFIX
+from toolchain.build.branch_training import BRANCH_RUN_INFIX
 from toolchain.data import TextDataset
 from toolchain.evaluate import encode, metrics
 from toolchain.io import link_or_copy

@@ -13,7 +13,8 @@ from tiny import tiny_model_dir, tiny_train_settings
 
 from toolchain.adapter import ForwardMode, Grid, RandomConfigSource, Run, run_files, train
 from toolchain.bitconfig import config_from_bits
-from toolchain.build.branch import BRANCH, MERGED, branch_ranks, choose_variant, shrunk_profile
+from toolchain.build.branch import BRANCH, MERGED, branch_ranks, choose_variant
+from toolchain.build.branch_training import shrunk_profile
 from toolchain.errors import BadInputError
 from toolchain.evaluate import Metrics, encode, predict_logits
 from toolchain.exporters import export_model, twin_of
@@ -203,7 +204,7 @@ def test_branch_ranks_halve_to_one():
 def test_the_branch_run_trains_only_on_bases_a_branch_profile_can_afford(agg_wide):
     """Every admitted base fits aggressive_2bit's budget beside a rank-1 branch; costlier bases are not."""
     from toolchain.adapter import FilteredConfigSource
-    from toolchain.build.branch import branch_training_filter, branch_training_source
+    from toolchain.build.branch_training import branch_training_filter, branch_training_source
 
     profile, specs = agg_wide
     admits = branch_training_filter([profile], specs)
@@ -225,7 +226,7 @@ def test_the_branch_run_trains_only_on_bases_a_branch_profile_can_afford(agg_wid
 def test_no_branch_run_when_no_profile_can_afford_a_branch(agg_wide):
     from search_toy import bert_like_specs
 
-    from toolchain.build.branch import branch_training_filter
+    from toolchain.build.branch_training import branch_training_filter
 
     profile, specs = agg_wide
     assert branch_training_filter([profile.model_copy(update={"adapter_branch": False})], specs) is None
@@ -234,7 +235,7 @@ def test_no_branch_run_when_no_profile_can_afford_a_branch(agg_wide):
 
 
 def test_the_branch_run_is_keyed_by_the_budgets_it_trains_for(agg_wide, tmp_path):
-    from toolchain.build.branch import branch_run_dir, branch_steps
+    from toolchain.build.branch_training import branch_run_dir, branch_steps
 
     profile, _ = agg_wide
     looser = profile.model_copy(update={"budget": Budget(max_avg_bits=3.0)})

@@ -287,6 +287,18 @@ def test_the_training_code_hash_covers_the_merge_and_not_the_exporter():
     assert any(f.endswith("toolchain/search/refine.py") for f in files)  # the build's training configurations
     assert any(f.endswith("toolchain/quant/core.py") for f in files)
     assert not any("/exporters/" in f or "/validators/" in f or f.endswith("build/report.py") for f in files)
+    # per-device selection runs after training: changing it must not retrain
+    assert not any(f.endswith(("search/select.py", "search/local.py", "build/branch.py")) for f in files)
+
+
+def test_selection_is_imported_from_the_search_package_on_first_use():
+    import toolchain.search as search
+    from toolchain.search import select
+
+    assert search.select_configs is select.select_configs and search.SearchResult is select.SearchResult
+    assert all(hasattr(search, name) for name in search.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        search.nothing  # noqa: B018
 
 
 def test_run_directory_of_other_settings_is_refused(run, tiny_model_path, tiny_data):

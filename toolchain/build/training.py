@@ -20,7 +20,7 @@ def training_settings(profiles: Sequence[DeviceProfile], specs=None, **overrides
     proposes during training and selection is one the run can generate.
     """
     from toolchain.adapter import Grid, TrainSettings
-    from toolchain.search import SearchSpace
+    from toolchain.search.space import SearchSpace
 
     if not profiles:
         return TrainSettings(**overrides)
@@ -48,7 +48,7 @@ def train_run(
     (toolchain.whole_model.search_profiles)."""
     from toolchain.adapter import train
     from toolchain.models import load_model, quantizable_layers
-    from toolchain.search import ParetoConfigSource
+    from toolchain.search.refine import ParetoConfigSource
     from toolchain.search.sensitivity import module_type
     from toolchain.whole_model import search_profiles
 
@@ -73,10 +73,10 @@ def train_branch_run(merged, model_dir: Path, dataset, profiles: Sequence[Device
     """The adapter-branch run for the (search) profiles that allow a branch (None when none does, or none can afford
     one): their bits and grids, `forward="branch"`, `merged`'s seed, rank and float fine-tune (copied, not
     recomputed), half its steps, on the base configurations those profiles can ship beside a branch
-    (toolchain.build.branch). `model_dir` and `dataset` (a TextDataset) are the merged run's."""
+    (toolchain.build.branch_training). `model_dir` and `dataset` (a TextDataset) are the merged run's."""
     from toolchain.adapter import ForwardMode, train
     from toolchain.adapter.run_files import share_float_stages
-    from toolchain.build.branch import branch_run_dir, branch_steps, branch_training_source
+    from toolchain.build.branch_training import branch_run_dir, branch_steps, branch_training_source
 
     allowed = [p for p in profiles if p.adapter_branch]
     if not allowed:
