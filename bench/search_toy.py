@@ -15,6 +15,7 @@ from toolchain.bitconfig import BitConfig
 from toolchain.evaluate import Metrics
 from toolchain.models import LayerSpec
 from toolchain.quant.core import Scheme
+from toolchain.search.fisher import LayerCosts
 
 
 def bert_like_specs(blocks: int = 6, hidden: int = 384, ffn: int = 1536) -> list[LayerSpec]:
@@ -47,16 +48,28 @@ class ToyProblem:
         return cls(tuple(specs), tuple(scale * math.exp(spread * rng.gauss(0, 1)) for _ in specs))
 
     def loss(self, config: BitConfig) -> float:
-        total = 0.0
-        for w, spec in zip(self.weights, self.specs):
-            lb = config.layers[spec.name]
-            levels = 2**lb.bits - (1 if lb.scheme is Scheme.SYMMETRIC else 0)
-            group = spec.in_features if lb.block_size is None else min(lb.block_size, spec.in_features)
-            total += w / (levels - 1) ** 2 * math.sqrt(group / spec.in_features)
-        return total
+        layers = [config.layers[s.name] for s in self.specs]
+        return sum(self.layer_loss(i, lb.bits, lb.scheme, lb.block_size) for i, lb in enumerate(layers))
 
     def metrics(self, config: BitConfig) -> Metrics:
         """Accuracy falls smoothly with the loss; KL is the loss itself."""
         loss = self.loss(config)
         acc = 100.0 * math.exp(-loss)
         return Metrics(accuracy=acc, macro_f1=acc, agreement=acc, kl=loss)
+
+    def layer_loss(self, i: int, bits: int, scheme: Scheme, block_size: int | None) -> float:
+        spec = self.specs[i]
+        levels = 2**bits - (1 if scheme is Scheme.SYMMETRIC else 0)
+        group = spec.in_features if block_size is None else min(block_size, spec.in_features)
+        return self.weights[i] / (levels - 1) ** 2 * math.sqrt(group / spec.in_features)
+
+    def layer_costs(self, space) -> LayerCosts:
+        """The exact per-layer terms of `loss` as the search's LayerCosts, for every level of `space`."""
+        table = {
+            v: {
+                b: tuple(self.layer_loss(i, b, v.scheme, v.block_size) for i in range(len(self.specs)))
+                for b in space.levels(v)
+            }
+            for v in space.variants()
+        }
+        return LayerCosts(tuple(s.name for s in self.specs), tuple(s.kind for s in self.specs), table, "toy", 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -18,14 +19,16 @@ from toolchain.errors import BadInputError
 from toolchain.evaluate import Metrics, metrics, predict_logits
 from toolchain.models import load_model, quantizable_layers
 from toolchain.profiles import load_profiles
+from toolchain.quant.core import Scheme
 from toolchain.quant.model import Rounding, quantize_model
 from toolchain.search.plot import plot_front
 from toolchain.search.scoring import quant_key
-from toolchain.search.select import SearchSettings, select_configs
+from toolchain.search.select import Rule, SearchSettings, select_configs
 from toolchain.search.sensitivity import Sensitivity
+from toolchain.search.space import SearchSpace
 
 SPECS = bert_like_specs(2, 128, 256)  # 12 layers; per-channel scales cost 0.25 or 0.125 bits per weight
-SETTINGS = SearchSettings(seed=0, front_evals=16, local_evals=8)
+SETTINGS = SearchSettings(seed=0, proposals=3, rounds=2)
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +83,12 @@ def test_search_is_deterministic_and_serialisable(profiles, toy_result):
     assert json.dumps(again.to_dict()) == json.dumps(first.to_dict())  # search.json: the same bytes
     data = json.loads(json.dumps(first.to_dict()))
     assert data["evaluations"] == first.evaluations == len(first.evaluated)
-    # probe 7 + seeds (3 per variant: 10 variants, 1 lower per profile) + front + local: the budget holds
-    seeds = 3 * 10 + SETTINGS.lower_seeds * len(profiles)
-    assert first.evaluations <= 7 + seeds + SETTINGS.front_evals + SETTINGS.local_evals * len(profiles)
-    assert first.stages["front"] <= SETTINGS.front_evals
-    assert all(first.stages[f"local:{n}"] <= SETTINGS.local_evals for n in profiles)
+    # probe 7, then per profile and variant: proposals and the uniform, then proposals per round
+    variants = sum(len(SearchSpace.from_profile(p, SPECS).variants()) for p in profiles.values())
+    assert first.stages["sensitivity"] == len(SPECS) + 1
+    assert first.stages["proposals"] <= (SETTINGS.proposals + 1) * variants
+    assert all(first.stages[f"round:{r}"] <= SETTINGS.proposals * variants for r in (1, 2))
+    assert first.evaluations == sum(first.stages.values())
 
 
 class NoisyCoupledProblem:
@@ -148,7 +152,7 @@ def test_tiny_model_end_to_end_with_post_training_quantization(profiles, tiny_mo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a hidden-32 model runs 100x slower on two contended threads than on one
     try:
-        result = select_configs(chosen, specs, score, settings=SearchSettings(front_evals=8, local_evals=4))
+        result = select_configs(chosen, specs, score, settings=SearchSettings(proposals=2, rounds=1))
     finally:
         torch.set_num_threads(threads)
     for s in result.selections:
@@ -164,12 +168,59 @@ def test_tiny_model_end_to_end_with_post_training_quantization(profiles, tiny_mo
 
 def test_given_sensitivity_is_used_without_probing(profiles, toy_result):
     toy, probed = toy_result
-    assert probed.stages["sensitivity"] == len({s.kind for s in SPECS}) + 1
+    assert probed.stages["sensitivity"] == len(SPECS) + 1  # one probe per layer, plus the reference
     given = Sensitivity(tuple(s.name for s in SPECS), tuple(range(1, len(SPECS) + 1)), 3, "loss")
     result = select_configs(list(profiles.values()), SPECS, toy.metrics, sensitivity=given, settings=SETTINGS)
-    assert result.stages["sensitivity"] == 0 and result.sensitivity == given
+    assert result.stages["sensitivity"] == 0 and result.costs.method == "sensitivity"
     for s in result.selections:
         assert check_constraints(profiles[s.profile], s.config, SPECS) == []
+
+
+def test_exact_costs_give_the_optimum_at_the_first_score(profiles):
+    """With the true per-layer losses as costs, each profile's first proposal is the exact optimum: it is
+    chosen, and no random feasible configuration (of 200) is better by the true loss."""
+    toy = ToyProblem.make(SPECS, seed=5)
+    union = SearchSpace.union([SearchSpace.from_profile(p, SPECS) for p in profiles.values()])
+    costs = toy.layer_costs(union)
+    result = select_configs(list(profiles.values()), SPECS, toy.metrics, costs=costs, settings=SETTINGS)
+    assert result.stages["sensitivity"] == 0
+    for s in result.selections:
+        p = profiles[s.profile]
+        assert abs(costs.predicted(s.config) - toy.loss(s.config)) < 1e-12
+        best_random = min(toy.loss(c) for c in random_feasible(p, SPECS, 200, seed=3))
+        assert toy.loss(s.config) <= best_random + 1e-12, s.profile
+
+
+def test_time_budget_scores_each_profiles_first_proposal_only(profiles):
+    toy = ToyProblem.make(SPECS, seed=2)
+    union = SearchSpace.union([SearchSpace.from_profile(p, SPECS) for p in profiles.values()])
+    quick = SearchSettings(proposals=3, rounds=2, seconds=0.0)
+    result = select_configs(list(profiles.values()), SPECS, toy.metrics, costs=toy.layer_costs(union), settings=quick)
+    assert result.evaluations <= len(profiles)
+    assert [s.profile for s in result.selections] == list(profiles)
+
+
+def test_corrected_costs_fit_what_was_measured():
+    """A scorer whose true loss weighs the value layers 3x the estimate: the correction finds 3 for them
+    and 1 for the others (within what the points determine)."""
+    from toolchain.search.select import _corrected
+
+    toy = ToyProblem.make(SPECS, seed=1)
+    space = SearchSpace(
+        name="s", specs=tuple(SPECS), bits=(2, 3, 4, 8), schemes=(Scheme.SYMMETRIC,), block_sizes=(None,)
+    )
+    costs = toy.layer_costs(space)
+    rng = random.Random(0)
+    items = []
+    for _ in range(20):
+        config = space.build([rng.choice(space.bits) for _ in SPECS], space.variants()[0])
+        per = costs.per_kind(config)
+        true = sum(3 * c if k == "attention.self.value" else c for k, c in per.items()) + 0.01
+        items.append((config, Metrics(90.0, 90.0, 90.0, true)))
+    fitted = _corrected(costs, items)
+    for c, m in items:
+        assert fitted.predicted(c) == pytest.approx(m.kl - 0.01, rel=1e-6)
+    assert _corrected(costs, items[:3]) is None  # fewer points than module types: nothing to fit
 
 
 def _fake_search(monkeypatch, calls: list):
@@ -184,21 +235,23 @@ def _fake_search(monkeypatch, calls: list):
     monkeypatch.setattr(toolchain.search, "merge_results", lambda parts, order: parts)
 
 
-@pytest.mark.parametrize("recorded", [True, False])
-def test_build_search_starts_from_the_sensitivity_the_run_recorded(monkeypatch, profiles, recorded):
-    """search_run hands the training's measurement to the search (None: the first group probes its own,
-    and the other groups reuse it)."""
+def test_build_search_computes_the_layer_costs_once_for_every_group(monkeypatch, profiles):
+    """search_run estimates the layer costs once (from the run) and hands them to every group's search,
+    with the time budget shared out by the groups' numbers of profiles."""
     from toolchain.build import device_search
 
-    given = Sensitivity(tuple(s.name for s in SPECS), (1.0,) * len(SPECS), 3, "loss")
-    calls = []
+    calls, computed = [], []
     _fake_search(monkeypatch, calls)
-    monkeypatch.setattr(device_search, "validation_scorer", lambda run, n_docs, table=None: None)
-    run = SimpleNamespace(specs=SPECS, sensitivity=given.to_dict() if recorded else None)
-    device_search.search_run(run, list(profiles.values()), progress=False)
-    assert len(calls) == len({_table(p) for p in profiles.values()}) > 1
-    assert calls[0][2]["sensitivity"] == (given if recorded else None)
-    assert all(kw["sensitivity"] == (given if recorded else "probed") for _, _, kw in calls[1:])
+    monkeypatch.setattr(device_search, "validation_scorer", lambda run, table=None: None)
+    monkeypatch.setattr(device_search, "run_layer_costs", lambda run, ps: computed.append(ps) or "costs")
+    run = SimpleNamespace(specs=SPECS)
+    settings = SearchSettings(seconds=60.0)
+    device_search.search_run(run, list(profiles.values()), progress=False, settings=settings)
+    assert len(computed) == 1 and len(calls) == len({_table(p) for p in profiles.values()}) > 1
+    assert all(kw["costs"] == "costs" for _, _, kw in calls)
+    shares = [kw["settings"].seconds for _, _, kw in calls]
+    assert sum(shares) == pytest.approx(60.0)
+    assert shares == pytest.approx([60.0 * len(group) / len(profiles) for group, _, _ in calls])
 
 
 def _table(profile):
@@ -212,29 +265,29 @@ def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, pr
 
     calls, built = [], []
     _fake_search(monkeypatch, calls)
-    monkeypatch.setattr(
-        device_search, "validation_scorer", lambda run, n_docs, table=None: pytest.fail("default scorer built")
-    )
+    monkeypatch.setattr(device_search, "validation_scorer", lambda run, table=None: pytest.fail("default scorer built"))
 
     def scorer_for(table):
         built.append(table)
         return lambda config: (table, config)
 
-    run = SimpleNamespace(specs=SPECS, sensitivity=None)
-    device_search.search_run(run, list(profiles.values()), progress=False, scorer_for=scorer_for)
+    run = SimpleNamespace(specs=SPECS)
+    settings = SearchSettings(seconds=None)
+    device_search.search_run(
+        run, list(profiles.values()), progress=False, scorer_for=scorer_for, settings=settings, costs="costs"
+    )
     assert sorted(p.name for group, _, _ in calls for p in group) == sorted(profiles)
     for (group, score, kw), table in zip(calls, built, strict=True):
         assert {_table(p) for p in group} == {_table(SimpleNamespace(embeddings=table))}
         assert score("config") == (table, "config")
-        assert kw["settings"].front_evals >= 1
+        assert kw["costs"] == "costs"
     assert len(built) == len(set(map(str, built)))
 
 
-def test_accuracy_ties_go_to_the_most_bits_not_to_kl(profiles):
-    """Every configuration scores the same accuracy and KL grows with bits: KL would pick the cheapest; the
-    selection takes the costliest feasible configuration it scored (the budget's precision)."""
-    from toolchain.evaluate import Metrics
-    from toolchain.search.space import Limit, SearchSpace
+def test_accuracy_rule_gives_ties_to_the_most_bits_not_to_kl(profiles):
+    """Rule.ACCURACY: every configuration scores the same accuracy and KL grows with bits: KL would pick
+    the cheapest; the selection takes the costliest feasible configuration it scored."""
+    from toolchain.search.space import Limit
 
     scored = []
 
@@ -243,7 +296,7 @@ def test_accuracy_ties_go_to_the_most_bits_not_to_kl(profiles):
         return Metrics(accuracy=90.0, macro_f1=90.0, agreement=95.0, kl=config.avg_bits / 100)
 
     rpi5 = profiles["rpi5"]
-    result = select_configs([rpi5], SPECS, flat, settings=SETTINGS)
+    result = select_configs([rpi5], SPECS, flat, settings=dataclasses.replace(SETTINGS, rule=Rule.ACCURACY))
     space, limit = (
         SearchSpace.from_profile(rpi5, SPECS),
         Limit.of_profile(rpi5, sum(s.out_features * s.in_features for s in SPECS)),
@@ -252,6 +305,23 @@ def test_accuracy_ties_go_to_the_most_bits_not_to_kl(profiles):
     chosen = result.selection("rpi5").config
     assert chosen.avg_bits == max(c.avg_bits for c in feasible)
     assert chosen.avg_bits > min(c.avg_bits for c in feasible)  # there was a cheaper tie to refuse
+
+
+@pytest.mark.parametrize(
+    ("tie", "expected"),
+    [(0.0, "accurate"), (1.0, "low_kl"), (3.0, "lower_kl_far_off")],  # accuracy 90 / 89.5 / 87
+)
+def test_kl_rule_takes_the_lowest_kl_among_accuracies_within_the_tie(tie, expected):
+    from toolchain.search.select import choose
+
+    space = SearchSpace(name="s", specs=tuple(SPECS), bits=(2, 4, 8), schemes=(Scheme.SYMMETRIC,), block_sizes=(None,))
+    v = space.variants()[0]
+    scored = {
+        "accurate": (space.build(8, v), Metrics(90.0, 90.0, 90.0, 0.30)),
+        "low_kl": (space.build(4, v), Metrics(89.5, 89.5, 90.0, 0.10)),
+        "lower_kl_far_off": (space.build(2, v), Metrics(87.0, 87.0, 90.0, 0.05)),
+    }
+    assert choose(list(scored.values()), Rule.KL, tie) is scored[expected]
 
 
 def test_merged_groups_keep_every_selection_point_and_evaluation(profiles):
@@ -268,8 +338,8 @@ def test_merged_groups_keep_every_selection_point_and_evaluation(profiles):
     assert [s.profile for s in merged.selections] == list(reversed(names))
     assert merged.evaluations == sum(p.evaluations for p in parts)
     assert len(merged.evaluated) == sum(len(p.evaluated) for p in parts)
-    assert merged.stages["seeds"] == sum(p.stages["seeds"] for p in parts)
-    points = [(p.avg_bits, 100 - p.accuracy + p.kl) for p in merged.evaluated]
+    assert merged.stages["proposals"] == sum(p.stages["proposals"] for p in parts)
+    points = [(p.avg_bits, p.kl) for p in merged.evaluated]
     assert sorted(merged.front, key=lambda p: p.avg_bits) == sorted(
         (merged.evaluated[i] for i in pareto_indices(points)), key=lambda p: p.avg_bits
     )

@@ -7,7 +7,7 @@ branch comes from its own run: the same float fine-tune (shared, not recomputed)
 and grids, `forward="branch"`, trained only on base configurations those profiles can afford beside a
 branch, for half the merged run's steps (toolchain.build.branch_training). Per profile, each DyLoRA rank
 (the trained rank, then halves) takes its bytes out of the budget; the base configuration for what is left
-is seeded by the same sensitivity-guided search (seeds only), and every candidate is scored as it ships:
+is the search's first proposals under the merged run's layer costs, and every candidate is scored as it ships:
 int8 factors, learned scales.
 """
 
@@ -22,7 +22,7 @@ from toolchain.evaluate import Metrics
 from toolchain.profiles import DeviceProfile
 from toolchain.search.scoring import selection_key
 from toolchain.search.select import SearchSettings, Selection, select_configs
-from toolchain.search.sensitivity import Sensitivity
+from toolchain.search.fisher import LayerCosts
 from toolchain.search.space import cost_of, is_reachable
 
 MERGED, BRANCH = "merged integers (CoA-LoRA)", "int8 adapter branch (CoA-LoRA)"
@@ -79,7 +79,7 @@ def choose_variant(
     merged_rank: int,
     specs,
     score_branch: Callable[[BitConfig], Metrics],
-    sensitivity: Sensitivity,
+    costs: LayerCosts,
     ranks: Sequence[int],
     *,
     seed: int = 0,
@@ -100,7 +100,7 @@ def choose_variant(
         def score(config: BitConfig, rank: int = rank) -> Metrics:
             return score_branch(config.model_copy(update={"branch_rank": rank}))
 
-        found = select_configs([shrunk], specs, score, sensitivity=sensitivity, settings=seeds_only(seed)).selections[0]
+        found = select_configs([shrunk], specs, score, costs=costs, settings=seeds_only(seed)).selections[0]
         config = found.config.model_copy(update={"branch_rank": rank})
         candidate = Selection(profile.name, config, cost_of(config), found.metrics, found.candidates_evaluated)
         tried[rank] = candidate.metrics.to_dict()
@@ -110,5 +110,6 @@ def choose_variant(
 
 
 def seeds_only(seed: int = 0) -> SearchSettings:
-    """The search's seeds at the budget and nothing else: 3 scores per grid variant."""
-    return SearchSettings(seed=seed, front_evals=0, local_evals=0, lower_seeds=0)
+    """The search's first proposals and nothing else: per grid variant, the exact allocation under the
+    layer costs and the highest uniform configuration that fits (2 scores)."""
+    return SearchSettings(seed=seed, proposals=1, rounds=0)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from toolchain.adapter import run_files
 from toolchain.build.branch import MERGED
 from toolchain.build.device import BuildResult, DeviceContext, package_device
-from toolchain.build.device_search import SEARCH_DOCS, search_run, validation_scorer, write_search
+from toolchain.build.device_search import search_run, validation_scorer, write_search
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
 from toolchain.build.report import index_report
 from toolchain.build.training import train_branch_run, train_run, training_settings
@@ -177,8 +177,8 @@ def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceC
             result.selection(p.name),
             run.settings.rank,
             inputs.specs,
-            validation_scorer(brun, SEARCH_DOCS, p.embeddings),
-            result.sensitivity,
+            validation_scorer(brun, p.embeddings),
+            result.costs,
             branch_ranks(brun.settings.rank),
             seed=s.seed,
         )

@@ -1,46 +1,65 @@
-"""Per-device selection: for each profile, the feasible configuration with the best validation accuracy
-(ties: the most bits, then the lowest KL; scoring.selection_key).
+"""Per-device selection: for each profile, the best feasible configuration by measured validation scores.
 
-One shared search serves every profile: sensitivity-greedy seeds at and below each profile's budget, then
-NSGA-II children over the union of the profiles' spaces (a child no profile can use is never scored); the
-scored configurations form one front of accuracy against bits. Each profile then takes its best feasible
-point and refines it with a short local search near its budget. Scores come from the trained adapter (no
-fine-tuning); each distinct quantization is scored once, whichever profiles it serves.
+An exact allocation is the floor, measurements refine it:
+- **Estimate.** Each layer's cost at each bit-width (toolchain.search.fisher: the KL to the float model the
+  layer's own merged integers would cause, from the float model's Fisher information; or, without one, a
+  sensitivity's 4^-bits model).
+- **Allocate exactly.** Per profile and variant, the allocations with the least estimated cost within the
+  budget, as a multiple-choice knapsack solved to optimality (toolchain.search.knapsack), the best first,
+  and the highest uniform configuration that fits (so the choice is never worse than uniform on what was
+  measured).
+- **Measure and correct.** Each proposal is scored with the trained adapter (one score per distinct
+  quantization, whichever profiles it serves). The estimate is then rescaled per module type to fit what was
+  measured (non-negative least squares) and re-solved for new proposals, `rounds` times.
+- **Move.** From each profile's best so far, the neighbours the estimate ranks highest (one layer forced a
+  level up or down, the rest re-solved exactly), `local` scores per profile; an improvement moves on.
+- **Choose** (`Rule`): by default the lowest KL among the configurations whose accuracy is within
+  `accuracy_tie` points of the best (the build: two standard errors on its documents).
+A time budget (`seconds`) stops new scores; each profile's first proposal is always scored.
 """
 
 from __future__ import annotations
 
-import functools
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+from scipy.optimize import nnls
 
 from toolchain.bitconfig import BitConfig
 from toolchain.evaluate import Metrics
 from toolchain.models import LayerSpec
 from toolchain.profiles import DeviceProfile
-from toolchain.search.allocate import CostTable, allocate
-from toolchain.search.evolve import evolve
-from toolchain.search.local import local_search
+from toolchain.search.allocate import CostTable
+from toolchain.search.fisher import LayerCosts
+from toolchain.search.knapsack import knapsack
 from toolchain.search.pareto import pareto_indices
 from toolchain.search.scoring import ScoreCache, error_of, quant_key, selection_key
-from toolchain.search.sensitivity import Sensitivity, loss_sensitivity, module_type
+from toolchain.search.sensitivity import Sensitivity, loss_sensitivity
 from toolchain.search.space import Cost, Limit, SearchSpace, Variant, cost_of, genome_of, require_reachable
 
 MetricsScorer = Callable[[BitConfig], Metrics]
+CORRECTION_RANGE = (0.25, 4.0)  # how far a module type's measured correction may rescale its estimate
+
+
+class Rule(StrEnum):
+    """How a profile's configuration is chosen among those scored."""
+
+    KL = "kl"  # lowest KL among those within `accuracy_tie` accuracy points of the best; then the most bits
+    ACCURACY = "accuracy"  # best accuracy; ties: the most bits, then the lowest KL (scoring.selection_key)
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Evaluation budget of one search: on MiniLM with the 5 shipped profiles the defaults spent 67-74 (7
-    sensitivity probes unless a sensitivity is given, as a build's is; about 30 seeds, 10 front, up to 6
-    local per profile)."""
-
-    seed: int = 0
-    front_evals: int = 10  # NSGA-II children scored for the shared front, shared out over the profiles
-    local_evals: int = 6  # per profile, near its budget
-    lower_seeds: int = 1  # extra seeds per profile at budgets below its own
+    seed: int = 0  # kept in the result (the search itself is deterministic)
+    proposals: int = 2  # knapsack allocations per profile and variant from each estimate, best first
+    rounds: int = 2  # corrections of the estimate from measurements, each followed by new proposals
+    local: int = 4  # per profile: neighbours of its best scored after the rounds
+    seconds: float | None = None  # no new score after this many seconds (None: no time limit)
+    rule: Rule = Rule.KL
+    accuracy_tie: float = 0.0  # accuracy points within which two configurations tie (Rule.KL)
 
 
 @dataclass(frozen=True)
@@ -78,13 +97,13 @@ class FrontPoint:
 @dataclass(frozen=True)
 class SearchResult:
     selections: tuple[Selection, ...]
-    front: tuple[FrontPoint, ...]  # non-dominated in (bits, error_of), cheapest first
+    front: tuple[FrontPoint, ...]  # non-dominated in (bits, objective), cheapest first
     evaluated: tuple[FrontPoint, ...]  # every scored configuration
     evaluations: int
     seconds: float
     seed: int
-    sensitivity: Sensitivity
-    stages: dict[str, int]  # new evaluations per stage: sensitivity, seeds, front, local:<profile>
+    costs: LayerCosts  # the estimate the first proposals came from
+    stages: dict[str, int]  # new evaluations per stage: sensitivity, proposals, round:<k>
 
     def selection(self, profile: str) -> Selection:
         for s in self.selections:
@@ -99,7 +118,7 @@ class SearchResult:
             "seed": self.seed,
             "evaluations": self.evaluations,
             "stages": dict(self.stages),
-            "sensitivity": self.sensitivity.to_dict(),
+            "costs": self.costs.to_dict(),
             "selections": [s.to_dict() for s in self.selections],
             "front": [p.to_dict() for p in self.front],
             "evaluated": [p.to_dict() for p in self.evaluated],
@@ -113,8 +132,14 @@ class _Target:
     profile: DeviceProfile
     space: SearchSpace
     limit: Limit
+    tables: dict[Variant, CostTable]
     _seen: dict[str, BitConfig | None] = field(default_factory=dict, compare=False, repr=False)
-    _tables: dict[Variant, CostTable] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, profile: DeviceProfile, specs: Sequence[LayerSpec]) -> _Target:
+        space = SearchSpace.from_profile(profile, specs)
+        tables = {v: CostTable.build(space, v) for v in space.variants()}
+        return cls(profile, space, Limit.of_profile(profile, _n_params(specs)), tables)
 
     def feasible(self, config: BitConfig) -> BitConfig | None:
         """`config` in this profile's containers if it is allowed and within budget, else None (memoised)."""
@@ -124,17 +149,49 @@ class _Target:
             self._seen[key] = adopted if adopted is not None and self.limit.admits(adopted) else None
         return self._seen[key]
 
-    def repair(self, config: BitConfig, sens: Sensitivity) -> BitConfig | None:
-        """A child of this profile's space moved into its budget: sensitivity-greedy lowering from the
-        child's own bits, then filling what is left (a crossover of two parents at the budget is usually
-        just over it)."""
-        genome = genome_of(config)
-        if genome is None or self.space.adopt(config) is None:
-            return None
-        bits, variant = genome
-        table = self._tables.setdefault(variant, CostTable.build(self.space, variant))
-        idx = allocate(table, sens.aligned(self.space.specs), self.limit, sens.ref_bits, start=table.index(bits))
-        return None if idx is None else self.space.build(table.bits(idx), variant)
+    def proposals(self, costs: LayerCosts, k: int, scored: ScoreCache) -> list[BitConfig]:
+        """The `k` unscored allocations of least estimated cost over all variants, best first (each variant's
+        costs are in the same units, so its allocations compete with the other variants')."""
+        found: list[tuple[float, BitConfig]] = []
+        for v, tb in self.tables.items():
+            rows = costs.rows(tb)
+            known = [tb.index(g[0]) for c, _ in scored.items() if (g := _genome_in(self.feasible(c), v))]
+            for _ in range(k):
+                idx = knapsack(tb, rows, self.limit, exclude=known)
+                if idx is None:
+                    break
+                known.append(idx)
+                found.append((_total(rows, idx), self.space.build(tb.bits(idx), v)))
+        return [c for _, c in sorted(found, key=lambda f: f[0])[:k]]
+
+    def neighbours(self, costs: LayerCosts, config: BitConfig, scored: ScoreCache) -> list[BitConfig]:
+        """Unscored allocations with one layer of `config` a level up or down and the others re-solved
+        exactly within budget, least estimated cost first."""
+        bits, v = genome_of(config)
+        tb = self.tables[v]
+        rows, idx = costs.rows(tb), tb.index(bits)
+        found: dict[str, tuple[float, BitConfig]] = {}
+        for i in range(len(idx)):
+            for level in (idx[i] - 1, idx[i] + 1):
+                if not 0 <= level < len(tb.levels):
+                    continue
+                moved = knapsack(tb, rows, self.limit, fixed={i: level})
+                if moved is None:
+                    continue
+                c = self.space.build(tb.bits(moved), v)
+                if c not in scored and quant_key(c) not in found:
+                    found[quant_key(c)] = (_total(rows, moved), c)
+        return [c for _, c in sorted(found.values(), key=lambda f: f[0])]
+
+    def uniform(self, costs: LayerCosts) -> list[BitConfig]:
+        """The highest uniform configuration within budget, in the variant where it has the least estimated
+        cost (empty when no uniform configuration fits)."""
+        found = []
+        for v, tb in self.tables.items():
+            idx = _uniform_fit(tb, self.limit)
+            if idx is not None:
+                found.append((_total(costs.rows(tb), idx), self.space.build(tb.bits(idx), v)))
+        return [min(found, key=lambda f: f[0])[1]] if found else []
 
 
 def select_configs(
@@ -142,83 +199,151 @@ def select_configs(
     specs: Sequence[LayerSpec],
     score: MetricsScorer,
     *,
+    costs: LayerCosts | None = None,
     sensitivity: Sensitivity | None = None,
     settings: SearchSettings = SearchSettings(),
 ) -> SearchResult:
     """The best feasible configuration of every profile, scored by `score` (e.g. the trained adapter).
 
-    Raises BadInputError naming every profile whose budget no configuration meets. Without `sensitivity`
-    (pass the one measured during training), the module types are probed together: 7 evaluations on BERT.
+    `costs` is the per-layer estimate (toolchain.search.fisher.fisher_costs); without it, costs come from
+    `sensitivity`, and without that each layer is probed alone (one evaluation per layer, plus one).
+    Raises BadInputError naming every profile whose budget no configuration meets.
     """
     t0 = time.perf_counter()
     require_reachable(profiles, specs)
     cache: ScoreCache[Metrics] = ScoreCache(score)
-    n = _n_params(specs)
-    targets = [_Target(p, SearchSpace.from_profile(p, specs), Limit.of_profile(p, n)) for p in profiles]
+    targets = [_Target.of(p, specs) for p in profiles]
     stages: dict[str, int] = {}
-    sens = sensitivity or loss_sensitivity(
-        lambda c: error_of(cache(c)), SearchSpace.union([t.space for t in targets]), group=module_type
-    )
+    if costs is None:
+        union = SearchSpace.union([t.space for t in targets])
+        sens = sensitivity or loss_sensitivity(lambda c: objective(cache(c)), union)
+        costs = LayerCosts.from_sensitivity(sens, union)
     stages["sensitivity"] = cache.evaluations
-    _shared_front(targets, sens, cache, settings, stages)
-    rng = random.Random(settings.seed)
+    deadline = None if settings.seconds is None else t0 + settings.seconds
+
+    before = cache.evaluations
+    first = [[*t.proposals(costs, settings.proposals, cache), *t.uniform(costs)] for t in targets]
+    _score(first, cache, deadline)
+    stages["proposals"] = cache.evaluations - before
+    current = costs
+    for r in range(settings.rounds):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        current = _corrected(costs, cache.items()) or current
+        before = cache.evaluations
+        _score([t.proposals(current, settings.proposals, cache) for t in targets], cache, deadline)
+        stages[f"round:{r + 1}"] = cache.evaluations - before
     for t in targets:
         before = cache.evaluations
-        local_search(t.space, t.limit, sens, _best_feasible(t, cache)[0], cache, settings.local_evals, rng)
+        _local(t, current, cache, settings, deadline)
         stages[f"local:{t.profile.name}"] = cache.evaluations - before
-    selections = [_selection(t, cache) for t in targets]  # after all searches: any profile's find serves all
+
+    selections = [_selection(t, cache, settings) for t in targets]  # after all rounds: any find serves all
     items = cache.items()
     evaluated = tuple(_point(c, m) for c, m in items)
-    front = tuple(evaluated[i] for i in pareto_indices([(c.avg_bits, error_of(m)) for c, m in items]))
+    front = tuple(evaluated[i] for i in pareto_indices([(c.avg_bits, objective(m)) for c, m in items]))
     elapsed = time.perf_counter() - t0
-    return SearchResult(tuple(selections), front, evaluated, cache.evaluations, elapsed, settings.seed, sens, stages)
+    return SearchResult(tuple(selections), front, evaluated, cache.evaluations, elapsed, settings.seed, costs, stages)
 
 
 def merge_results(parts: Sequence[SearchResult], order: Sequence[str]) -> SearchResult:
     """One result from searches over disjoint groups of profiles (one per embedding table format): the
     selections in `order` (profile names), every scored point, the front over them all; evaluations,
-    seconds and stages summed. The sensitivity is the first part's (the groups share it)."""
+    seconds and stages summed. The costs are the first part's (the groups share them)."""
     if len(parts) == 1:
         return parts[0]
     by_name = {sel.profile: sel for part in parts for sel in part.selections}
     evaluated = tuple(p for part in parts for p in part.evaluated)
-    errors = [(p.avg_bits, error_of(Metrics(p.accuracy, 0.0, None, p.kl or 0.0))) for p in evaluated]
+    points = [(p.avg_bits, objective(Metrics(p.accuracy, 0.0, None, p.kl))) for p in evaluated]
     stages: dict[str, int] = {}
     for part in parts:
         for k, v in part.stages.items():
             stages[k] = stages.get(k, 0) + v
     return SearchResult(
         tuple(by_name[n] for n in order),
-        tuple(evaluated[i] for i in pareto_indices(errors)),
+        tuple(evaluated[i] for i in pareto_indices(points)),
         evaluated,
         sum(part.evaluations for part in parts),
         sum(part.seconds for part in parts),
         parts[0].seed,
-        parts[0].sensitivity,
+        parts[0].costs,
         stages,
     )
 
 
-def _shared_front(
-    targets: list[_Target], sens: Sensitivity, cache: ScoreCache, settings: SearchSettings, stages: dict
-) -> None:
-    """Seeds of every profile, then NSGA-II children bred within each profile's space (all into `cache`).
+def objective(m: Metrics) -> float:
+    """What the search minimises and corrects its estimate to: KL to the float model when the scorer has a
+    reference, else the accuracy points lost (scoring.error_of)."""
+    return m.kl if m.kl is not None else error_of(m)
 
-    Breeding within one profile's space keeps children usable: crossing an npu_int8 parent (no 3 bits)
-    with an rpi5 parent (no 7 bits) gives children no profile allows. Children over the budget are
-    repaired into it. Every child joins the one front and serves each profile it is feasible for.
-    """
-    before = cache.evaluations
-    for t in targets:
-        _seeds(t, sens, cache, settings.lower_seeds)
-    stages["seeds"] = cache.evaluations - before
-    before = cache.evaluations
-    for k, t in enumerate(targets):
-        share = settings.front_evals // len(targets) + (k < settings.front_evals % len(targets))
-        parents = [a for c, _ in cache.items() if (a := t.feasible(c)) is not None]
-        repair = functools.partial(t.repair, sens=sens)
-        evolve(t.space, parents, cache, error_of, n_new=share, seed=settings.seed + k, repair=repair)
-    stages["front"] = cache.evaluations - before
+
+def choose(scored: Sequence[tuple[BitConfig, Metrics]], rule: Rule, accuracy_tie: float = 0.0):
+    """The (configuration, metrics) pair `rule` prefers among `scored` (not empty)."""
+    if rule is Rule.ACCURACY:
+        return min(scored, key=lambda f: selection_key(*f))
+    best = max(m.accuracy for _, m in scored)
+    tied = [f for f in scored if f[1].accuracy >= best - accuracy_tie]
+    return min(tied, key=lambda f: (objective(f[1]), -round(f[0].avg_bits, 9), -f[1].accuracy))
+
+
+def _score(lists: list[list[BitConfig]], cache: ScoreCache, deadline: float | None) -> None:
+    """Score the lists round-robin (each list's first, then each one's second, ...) until `deadline`; the
+    first of each list is scored whatever the time, so every profile has a selection."""
+    for k in range(max((len(x) for x in lists), default=0)):
+        for x in lists:
+            if k < len(x) and (k == 0 or deadline is None or time.perf_counter() < deadline):
+                cache(x[k])
+
+
+def _local(t: _Target, costs: LayerCosts, cache: ScoreCache, settings: SearchSettings, deadline) -> None:
+    """Up to `settings.local` scores of neighbours of the profile's best, moving on from each improvement."""
+    spent = 0
+    while spent < settings.local and (deadline is None or time.perf_counter() < deadline):
+        best = _best(t, cache, settings)[0]
+        if genome_of(best) is None:
+            return
+        improved = False
+        for c in t.neighbours(costs, best, cache)[: settings.local - spent]:
+            if deadline is not None and time.perf_counter() >= deadline:
+                return
+            cache(c)
+            spent += 1
+            if _best(t, cache, settings)[0] is not best:
+                improved = True
+                break
+        if not improved:
+            return
+
+
+def _corrected(costs: LayerCosts, items: Sequence[tuple[BitConfig, Metrics]]) -> LayerCosts | None:
+    """`costs` rescaled per module type to fit the measured objective (plus a free offset: the tables and the
+    head add a constant), each factor within CORRECTION_RANGE; None with too few single-variant points."""
+    kinds = list(dict.fromkeys(costs.kinds))
+    rows, ys = [], []
+    for c, m in items:
+        g = genome_of(c)
+        if g is not None and g[1] in costs.table and all(b in costs.table[g[1]] for b in g[0]):
+            per = costs.per_kind(c)
+            rows.append([per[k] for k in kinds] + [1.0, -1.0])
+            ys.append(objective(m))
+    if len(rows) < len(kinds) + 2:
+        return None
+    x, _ = nnls(np.array(rows), np.array(ys))
+    lo, hi = CORRECTION_RANGE
+    return costs.scaled({k: float(np.clip(w, lo, hi)) for k, w in zip(kinds, x)})
+
+
+def _total(rows: Sequence[Sequence[float]], idx: Sequence[int]) -> float:
+    return sum(row[k] for row, k in zip(rows, idx))
+
+
+def _genome_in(config: BitConfig | None, variant: Variant) -> tuple[list[int], Variant] | None:
+    g = None if config is None else genome_of(config)
+    return g if g is not None and g[1] == variant else None
+
+
+def _interleave(lists: list[list[BitConfig]]) -> list[BitConfig]:
+    return [x[k] for k in range(max((len(x) for x in lists), default=0)) for x in lists if k < len(x)]
 
 
 def _n_params(specs: Sequence[LayerSpec]) -> int:
@@ -227,33 +352,6 @@ def _n_params(specs: Sequence[LayerSpec]) -> int:
 
 def _point(config: BitConfig, m: Metrics) -> FrontPoint:
     return FrontPoint(config.avg_bits, m.accuracy, m.kl, quant_key(config))
-
-
-def _seeds(t: _Target, sens: Sensitivity, cache: ScoreCache, lower: int) -> list[BitConfig]:
-    """Per variant, three configurations at the budget; then `lower` cheaper ones in the best variant.
-
-    At the budget: sensitivity-greedy from the top (every layer at its highest width, lowered until it
-    fits), the dearest uniform configuration that fits, and that uniform one with the budget left over
-    spent greedily. Top-down trusts the sensitivity model; the other two hedge against it (it extrapolates
-    from one probe width), and the uniform one guarantees the choice is never worse than the best uniform.
-    """
-    values = sens.aligned(t.space.specs)
-    found: list[tuple[CostTable, BitConfig]] = []
-    for tb in (CostTable.build(t.space, v) for v in t.space.variants()):
-        uniform = _uniform_fit(tb, t.limit)
-        starts = [None] if uniform is None else [None, uniform]
-        picks = [allocate(tb, values, t.limit, sens.ref_bits, start=s) for s in starts] + [uniform]
-        found += [(tb, t.space.build(tb.bits(idx), tb.variant)) for idx in picks if idx is not None]
-    best_table = min(found, key=lambda f: selection_key(f[1], cache(f[1])))[0]
-    out = [c for _, c in found]
-    cheapest = best_table.totals([0] * len(best_table.logical))
-    for k in range(1, lower + 1):
-        idx = allocate(best_table, values, _shrunk(t.limit, cheapest, k / (lower + 1)), sens.ref_bits)
-        if idx is not None:
-            out.append(t.space.build(best_table.bits(idx), best_table.variant))
-    for c in out:
-        cache(c)
-    return out
 
 
 def _uniform_fit(t: CostTable, limit: Limit) -> list[int] | None:
@@ -265,22 +363,14 @@ def _uniform_fit(t: CostTable, limit: Limit) -> list[int] | None:
     return None
 
 
-def _shrunk(limit: Limit, floor: tuple[int, int], frac: float) -> Limit:
-    """A budget `frac` of the way from the cheapest configuration's costs up to `limit`."""
-
-    def part(cap: float | None, lo: int) -> float | None:
-        return None if cap is None else lo + (cap - lo) * frac
-
-    return Limit(part(limit.max_logical_bits, floor[0]), part(limit.max_container_bytes, floor[1]))
-
-
-def _best_feasible(t: _Target, cache: ScoreCache) -> tuple[BitConfig, Metrics, int]:
-    """The profile's best scored configuration (in its containers), its metrics, and how many competed."""
+def _best(t: _Target, cache: ScoreCache, settings: SearchSettings) -> tuple[BitConfig, Metrics, int]:
+    """The profile's chosen configuration among those scored (in its containers), its metrics, and how
+    many feasible ones competed."""
     feasible = [(a, m) for c, m in cache.items() if (a := t.feasible(c)) is not None]
-    best, m = min(feasible, key=lambda f: selection_key(*f))
+    best, m = choose(feasible, settings.rule, settings.accuracy_tie)
     return best, m, len(feasible)
 
 
-def _selection(t: _Target, cache: ScoreCache) -> Selection:
-    best, m, n = _best_feasible(t, cache)
+def _selection(t: _Target, cache: ScoreCache, settings: SearchSettings) -> Selection:
+    best, m, n = _best(t, cache, settings)
     return Selection(t.profile.name, best, cost_of(best), m, n)
