@@ -2,8 +2,8 @@
 
 Reads a build's two runs (the merged run and the adapter-branch run beside it, which a build trains when a
 profile allows a branch) and, at each budget (logical bits per weight, the branch's bytes included), picks
-each method's configuration the way the build picks the branch's: the search's sensitivity-guided seeds at
-the budget (no evolution or local search), scored on the build's validation documents, the branch at each
+each method's configuration the way the build picks the branch's: the search's first proposals at
+the budget (no correction rounds or moves), scored on the whole validation split, the branch at each
 nested rank in what its bytes leave of the budget (toolchain.build.branch.choose_variant). The
 space is aggressive_2bit's (2-4 bits, symmetric or asymmetric, per channel): the branch run's.
 
@@ -38,10 +38,10 @@ from search_constraints import check_constraints
 from toolchain.adapter import Run
 from toolchain.adapter.run_files import DATA, read_dataset
 from toolchain.build.branch import choose_variant, seeds_only
-from toolchain.build.device_search import SEARCH_DOCS, validation_scorer
+from toolchain.build.device_search import run_layer_costs, validation_scorer
 from toolchain.io import atomic_write_json
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
-from toolchain.search import Sensitivity, select_configs
+from toolchain.search import select_configs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapter_branch.json"
 
@@ -61,16 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     branch = Run.load(args.branch_run or find_run(args.dist, hint, branch=True))
     if branch.settings.float_digest() != merged.settings.float_digest():
         raise SystemExit(f"{branch.run_dir}: fine-tuned from another float stage than {merged.run_dir}")
-    sens = Sensitivity.from_dict(merged.sensitivity)
     base_profile = load_profile(default_profiles_dir() / "aggressive_2bit.yaml")
-    score_merged = validation_scorer(merged, SEARCH_DOCS)
-    score_branch = validation_scorer(branch, SEARCH_DOCS)
+    costs = run_layer_costs(merged, [base_profile])
+    score_merged = validation_scorer(merged)
+    score_branch = validation_scorer(branch)
     rows = []
     for budget in args.budgets:
         profile = base_profile.model_copy(update={"budget": Budget(max_avg_bits=budget)})
-        pick = select_configs([profile], merged.specs, score_merged, sensitivity=sens, settings=seeds_only())
+        pick = select_configs([profile], merged.specs, score_merged, costs=costs, settings=seeds_only())
         choice = choose_variant(
-            profile, pick.selections[0], merged.settings.rank, merged.specs, score_branch, sens, [8, 4, 2, 1]
+            profile, pick.selections[0], merged.settings.rank, merged.specs, score_branch, costs, [8, 4, 2, 1]
         )
         config = choice.merged.config
         row = {
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "dist": str(args.dist),
         "branch_run": {"dir": str(branch.run_dir), "steps": branch.settings.steps},
         "space": "aggressive_2bit: 2-4 bits, symmetric/asymmetric, per channel",
-        "choice": f"sensitivity-seeded search, seeds only, on {SEARCH_DOCS} validation documents; test reported",
+        "choice": "the search's first proposals (exact allocation under the Fisher layer costs, and the uniform), "
+        "on the whole validation split; test reported",
         "float_test_accuracy": merged.float_accuracy,
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),

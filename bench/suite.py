@@ -56,6 +56,13 @@ BENCHMARKS = {
         "branch runs trained on spread vs budgeted configurations, and for fewer steps",
         "adapter_branch_training.json",
     ),
+    "search": (
+        "search_picks",
+        "each profile's searched pick against the uniform within its cost, the best of 20 random feasible "
+        "configurations and an accuracy-on-a-prefix search at equal time; the selection rule decided on "
+        "validation halves; McNemar on test (needs an `edgeq build --out`)",
+        "search_picks_*.json",
+    ),
     "builds": (
         "builds_compare",
         "two builds of the same data, package by package: accuracy with intervals and McNemar's test, decided "

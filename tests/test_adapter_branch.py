@@ -21,7 +21,8 @@ from toolchain.exporters import export_model, twin_of
 from toolchain.io import sha256_file
 from toolchain.profiles import Budget, default_profiles_dir, load_profile
 from toolchain.quant.core import Scheme
-from toolchain.search import Selection, Sensitivity, cost_of
+from toolchain.search import SearchSpace, Selection, Sensitivity, cost_of
+from toolchain.search.fisher import LayerCosts
 from toolchain.validators import validate
 
 SETTINGS = tiny_train_settings(bits=[2, 3, 4], grids=[Grid(), Grid(scheme=Scheme.ASYMMETRIC)])
@@ -158,6 +159,12 @@ def agg_wide():
     return agg.model_copy(update={"budget": Budget(max_avg_bits=2.5)}), bert_like_specs(1, 512, 1024)  # layers only
 
 
+def _flat_costs(profile, specs) -> LayerCosts:
+    """Every layer equally sensitive: the layer costs of a flat sensitivity."""
+    sens = Sensitivity(tuple(s.name for s in specs), tuple(1.0 for _ in specs), 3, "loss")
+    return LayerCosts.from_sensitivity(sens, SearchSpace.from_profile(profile, specs))
+
+
 @pytest.mark.parametrize(
     ("branch_acc", "branch_kl", "use_branch"),
     [(90.0, 0.01, True), (80.0, 0.01, False), (85.0, 0.01, False), (85.0, 0.001, False)],
@@ -172,8 +179,7 @@ def test_the_build_ships_the_branch_only_when_it_scores_better(agg_wide, branch_
         scored.append(config)
         return _metrics(branch_acc, branch_kl)
 
-    sens = Sensitivity(tuple(s.name for s in specs), tuple(1.0 for _ in specs), 3, "loss")
-    choice = choose_variant(profile, merged, 8, specs, score, sens, branch_ranks(8))
+    choice = choose_variant(profile, merged, 8, specs, score, _flat_costs(profile, specs), branch_ranks(8))
     assert scored and all(c.branch_rank in (8, 4, 2, 1) for c in scored)  # scored as shipped, with its rank
     assert choice.use_branch is use_branch
     chosen = choice.chosen.config
@@ -189,8 +195,8 @@ def test_a_rank_whose_branch_alone_breaks_the_budget_is_not_tried(agg_wide):
     tight = profile.model_copy(update={"budget": Budget(max_avg_bits=2.3)})
     merged = _merged_selection(tight, specs, 85.0)
     assert shrunk_profile(tight, merged.config, 128) is None  # rank 128 alone costs over 2.3 bits / weight
-    sens = Sensitivity(tuple(s.name for s in specs), tuple(1.0 for _ in specs), 3, "loss")
-    choice = choose_variant(tight, merged, 8, specs, lambda c: _metrics(99.0), sens, [128, 64, 1])
+    costs = _flat_costs(tight, specs)
+    choice = choose_variant(tight, merged, 8, specs, lambda c: _metrics(99.0), costs, [128, 64, 1])
     # rank 64 leaves under 0.3 bits for the base, below the cheapest 2-bit configuration
     assert choice.ranks_tried[128] is None and choice.ranks_tried[64] is None and choice.ranks_tried[1] is not None
     assert choice.chosen.config.branch_rank == 1

@@ -242,11 +242,12 @@ def test_build_search_computes_the_layer_costs_once_for_every_group(monkeypatch,
 
     calls, computed = [], []
     _fake_search(monkeypatch, calls)
-    monkeypatch.setattr(device_search, "validation_scorer", lambda run, table=None: None)
     monkeypatch.setattr(device_search, "run_layer_costs", lambda run, ps: computed.append(ps) or "costs")
     run = SimpleNamespace(specs=SPECS)
     settings = SearchSettings(seconds=60.0)
-    device_search.search_run(run, list(profiles.values()), progress=False, settings=settings)
+    device_search.search_run(
+        run, list(profiles.values()), progress=False, settings=settings, scorer_for=lambda table: (None, None)
+    )
     assert len(computed) == 1 and len(calls) == len({_table(p) for p in profiles.values()}) > 1
     assert all(kw["costs"] == "costs" for _, _, kw in calls)
     shares = [kw["settings"].seconds for _, _, kw in calls]
@@ -265,11 +266,11 @@ def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, pr
 
     calls, built = [], []
     _fake_search(monkeypatch, calls)
-    monkeypatch.setattr(device_search, "validation_scorer", lambda run, table=None: pytest.fail("default scorer built"))
+    monkeypatch.setattr(device_search.SplitDocs, "of", lambda *a, **kw: pytest.fail("default scorer built"))
 
     def scorer_for(table):
         built.append(table)
-        return lambda config: (table, config)
+        return (lambda config: (table, config)), (lambda config: ("confirm", table, config))
 
     run = SimpleNamespace(specs=SPECS)
     settings = SearchSettings(seconds=None)
@@ -280,6 +281,7 @@ def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, pr
     for (group, score, kw), table in zip(calls, built, strict=True):
         assert {_table(p) for p in group} == {_table(SimpleNamespace(embeddings=table))}
         assert score("config") == (table, "config")
+        assert kw["confirm"]("config") == ("confirm", table, "config")
         assert kw["costs"] == "costs"
     assert len(built) == len(set(map(str, built)))
 

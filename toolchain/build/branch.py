@@ -20,9 +20,9 @@ from toolchain.bitconfig import BitConfig
 from toolchain.build.branch_training import shrunk_profile
 from toolchain.evaluate import Metrics
 from toolchain.profiles import DeviceProfile
+from toolchain.search.fisher import LayerCosts
 from toolchain.search.scoring import selection_key
 from toolchain.search.select import SearchSettings, Selection, select_configs
-from toolchain.search.fisher import LayerCosts
 from toolchain.search.space import cost_of, is_reachable
 
 MERGED, BRANCH = "merged integers (CoA-LoRA)", "int8 adapter branch (CoA-LoRA)"

@@ -69,14 +69,7 @@ def rank_key(m: Metrics) -> tuple[float, float]:
 
 
 def selection_key(config: BitConfig, m: Metrics) -> tuple[float, float, float]:
-    """Sort key for choosing among scored configurations: best accuracy first; among equal accuracy the most
-    logical bits, then the lowest KL (or highest macro-F1).
-
-    More bits before KL: on the search's validation documents the KL to the float model barely falls with
-    bits (about 0.02-0.03 nats from 2.5 to 6 bits on MiniLM, the adapter's own distance from the float
-    model), so KL broke ties by noise and a 4.1-bit budget shipped 2.49 bits. Where the documents cannot
-    tell two configurations apart, the one with more precision is the better bet
-    (bench/search_selection_rules.py: mean test accuracy of the 5 shipped profiles' picks 98.02 % against
-    97.93 % for accuracy-then-KL, on one build's scored pool).
-    """
+    """Sort key of the accuracy-first rule (toolchain.search.select.Rule.ACCURACY): best accuracy first;
+    among equal accuracy the most logical bits, then the lowest KL (or highest macro-F1). Where the
+    documents cannot tell two configurations apart, the one with more precision is the better bet."""
     return (-m.accuracy, -round(config.avg_bits, 9), m.kl if m.kl is not None else -m.macro_f1)

@@ -13,9 +13,12 @@ An exact allocation is the floor, measurements refine it:
   measured (non-negative least squares) and re-solved for new proposals, `rounds` times.
 - **Move.** From each profile's best so far, the neighbours the estimate ranks highest (one layer forced a
   level up or down, the rest re-solved exactly), `local` scores per profile; an improvement moves on.
+- **Confirm** (with a `confirm` scorer, e.g. the whole validation split where `score` reads a part of
+  it): each profile's `finalists` best by the objective are scored again, and only these compete.
 - **Choose** (`Rule`): by default the lowest KL among the configurations whose accuracy is within
   `accuracy_tie` points of the best (the build: two standard errors on its documents).
-A time budget (`seconds`) stops new scores; each profile's first proposal is always scored.
+A time budget (`seconds`) stops new scores before the confirmation; each profile's first proposal is
+always scored.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class SearchSettings:
     proposals: int = 2  # knapsack allocations per profile and variant from each estimate, best first
     rounds: int = 2  # corrections of the estimate from measurements, each followed by new proposals
     local: int = 4  # per profile: neighbours of its best scored after the rounds
+    finalists: int = 2  # per profile: the best by the objective, scored again by the `confirm` scorer
     seconds: float | None = None  # no new score after this many seconds (None: no time limit)
     rule: Rule = Rule.KL
     accuracy_tie: float = 0.0  # accuracy points within which two configurations tie (Rule.KL)
@@ -188,7 +192,7 @@ class _Target:
         cost (empty when no uniform configuration fits)."""
         found = []
         for v, tb in self.tables.items():
-            idx = _uniform_fit(tb, self.limit)
+            idx = uniform_fit(tb, self.limit)
             if idx is not None:
                 found.append((_total(costs.rows(tb), idx), self.space.build(tb.bits(idx), v)))
         return [min(found, key=lambda f: f[0])[1]] if found else []
@@ -201,6 +205,7 @@ def select_configs(
     *,
     costs: LayerCosts | None = None,
     sensitivity: Sensitivity | None = None,
+    confirm: MetricsScorer | None = None,
     settings: SearchSettings = SearchSettings(),
 ) -> SearchResult:
     """The best feasible configuration of every profile, scored by `score` (e.g. the trained adapter).
@@ -238,12 +243,20 @@ def select_configs(
         _local(t, current, cache, settings, deadline)
         stages[f"local:{t.profile.name}"] = cache.evaluations - before
 
-    selections = [_selection(t, cache, settings) for t in targets]  # after all rounds: any find serves all
+    chosen_from = cache
+    if confirm is not None:
+        chosen_from = ScoreCache(confirm)
+        for t in targets:
+            for c in _ranked(t, cache)[: settings.finalists]:
+                chosen_from(c)
+        stages["confirm"] = chosen_from.evaluations
+    selections = [_selection(t, chosen_from, settings) for t in targets]  # after all rounds: any find serves all
     items = cache.items()
     evaluated = tuple(_point(c, m) for c, m in items)
     front = tuple(evaluated[i] for i in pareto_indices([(c.avg_bits, objective(m)) for c, m in items]))
     elapsed = time.perf_counter() - t0
-    return SearchResult(tuple(selections), front, evaluated, cache.evaluations, elapsed, settings.seed, costs, stages)
+    n = sum(stages.values())
+    return SearchResult(tuple(selections), front, evaluated, n, elapsed, settings.seed, costs, stages)
 
 
 def merge_results(parts: Sequence[SearchResult], order: Sequence[str]) -> SearchResult:
@@ -354,7 +367,7 @@ def _point(config: BitConfig, m: Metrics) -> FrontPoint:
     return FrontPoint(config.avg_bits, m.accuracy, m.kl, quant_key(config))
 
 
-def _uniform_fit(t: CostTable, limit: Limit) -> list[int] | None:
+def uniform_fit(t: CostTable, limit: Limit) -> list[int] | None:
     """Level indices of the highest uniform width within `limit`, or None if none fits."""
     for level in range(len(t.levels) - 1, -1, -1):
         idx = [level] * len(t.logical)
@@ -369,6 +382,12 @@ def _best(t: _Target, cache: ScoreCache, settings: SearchSettings) -> tuple[BitC
     feasible = [(a, m) for c, m in cache.items() if (a := t.feasible(c)) is not None]
     best, m = choose(feasible, settings.rule, settings.accuracy_tie)
     return best, m, len(feasible)
+
+
+def _ranked(t: _Target, cache: ScoreCache) -> list[BitConfig]:
+    """The profile's scored configurations (in its containers), lowest objective first, then most bits."""
+    feasible = [(a, m) for c, m in cache.items() if (a := t.feasible(c)) is not None]
+    return [c for c, _ in sorted(feasible, key=lambda f: (objective(f[1]), -round(f[0].avg_bits, 9)))]
 
 
 def _selection(t: _Target, cache: ScoreCache, settings: SearchSettings) -> Selection:
