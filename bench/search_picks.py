@@ -8,9 +8,9 @@ On a build's trained run (`edgeq build --out DIST`), for every shipped profile w
    build search's scoring time. Both searches get the layer costs computed once, outside the timing.
 3. **Baselines**: the uniform configurations within budget costing no more than the pick (one per
    variant: the highest that fits) and `--random` random feasible configurations; each pool's best is
-   chosen by the build's rule on the whole validation split.
-4. **The rule, decided on validation**: every configuration scored for a profile on the whole validation
-   split (the pool: the search's pick, the prefix pick, the uniforms, the randoms) is chosen from by each rule
+   chosen by the build's rule on the validation documents the build confirms on.
+4. **The rule, decided on validation**: every configuration scored for a profile on those validation
+   documents (the pool: the search's pick, the prefix pick, the uniforms, the randoms) is chosen from by each rule
    on one half of the validation documents and measured on the other half, both ways round.
 5. **Test**: accuracy with a Wilson 95 % interval for the pick and each baseline, and McNemar's exact test
    of the pick against each, on the test split nothing above saw.
@@ -36,6 +36,9 @@ from toolchain.adapter import Run
 from toolchain.adapter.run_files import DATA, read_dataset
 from toolchain.bitconfig import BitConfig
 from toolchain.build.device_search import (
+    CONFIRM_TOKENS,
+    FISHER_TOKENS,
+    SCREEN_TOKENS,
     TIE_SE,
     SplitDocs,
     accuracy_tie,
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = Run.load(find_run(args.dist))
     profiles = run_search_profiles(run, profiles_or_default(None))
-    val, test = SplitDocs.of(run), SplitDocs.of(run, split="test")
+    val, test = SplitDocs.of(run, max_tokens=CONFIRM_TOKENS), SplitDocs.of(run, split="test")
     tie = accuracy_tie(val)
 
     t = time.perf_counter()
@@ -138,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         "configurations and an accuracy-on-a-prefix search at equal time (chosen on val, reported on test)",
         "dist": str(args.dist),
         "run": str(run.run_dir),
-        "val_docs": len(val.labels),
+        "docs": {
+            "fisher": len(SplitDocs.of(run, max_tokens=FISHER_TOKENS, reference=False).labels),
+            "screen": len(SplitDocs.of(run, max_tokens=SCREEN_TOKENS, reference=False).labels),
+            "confirm_and_pool": len(val.labels),
+            "prefix_search": len(prefix.labels),
+        },
         "test_docs": len(test.labels),
         "accuracy_tie_points": round(tie, 3),
         "random": args.random,

@@ -13,6 +13,7 @@ int8 factors, learned scales.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,8 +22,7 @@ from toolchain.build.branch_training import shrunk_profile
 from toolchain.evaluate import Metrics
 from toolchain.profiles import DeviceProfile
 from toolchain.search.fisher import LayerCosts
-from toolchain.search.scoring import selection_key
-from toolchain.search.select import SearchSettings, Selection, select_configs
+from toolchain.search.select import SearchSettings, Selection, objective, select_configs
 from toolchain.search.space import cost_of, is_reachable
 
 MERGED, BRANCH = "merged integers (CoA-LoRA)", "int8 adapter branch (CoA-LoRA)"
@@ -82,13 +82,15 @@ def choose_variant(
     costs: LayerCosts,
     ranks: Sequence[int],
     *,
+    confirm: Callable[[BitConfig], Metrics] | None = None,
     seed: int = 0,
 ) -> VariantChoice:
     """Best branch candidate over `ranks` (each in its shrunk budget), against the merged selection.
 
-    `score_branch` scores a configuration that carries `branch_rank` (as it ships) on the same documents
-    the merged selection was scored on; the ranks compete by `selection_key`, and the branch must then be
-    strictly more accurate than merged integers (`VariantChoice.use_branch`)."""
+    `score_branch` scores a configuration that carries `branch_rank` (as it ships); the ranks compete by KL
+    to the float model (toolchain.search.select.objective; then the most bits). The best is scored again by
+    `confirm` on the documents the merged selection was chosen on (None: `score_branch` reads those), and
+    the branch must be strictly more accurate than merged integers there (`VariantChoice.use_branch`)."""
     best: Selection | None = None
     tried: dict[int, dict | None] = {}
     for rank in ranks:
@@ -104,12 +106,18 @@ def choose_variant(
         config = found.config.model_copy(update={"branch_rank": rank})
         candidate = Selection(profile.name, config, cost_of(config), found.metrics, found.candidates_evaluated)
         tried[rank] = candidate.metrics.to_dict()
-        if best is None or selection_key(config, candidate.metrics) < selection_key(best.config, best.metrics):
+        if best is None or _key(candidate) < _key(best):
             best = candidate
+    if best is not None and confirm is not None:
+        best = dataclasses.replace(best, metrics=confirm(best.config))
     return VariantChoice(profile.name, merged_rank, merged, best, tried)
+
+
+def _key(s: Selection) -> tuple[float, float]:
+    return objective(s.metrics), -round(s.config.avg_bits, 9)
 
 
 def seeds_only(seed: int = 0) -> SearchSettings:
     """The search's first proposals and nothing else: per grid variant, the exact allocation under the
     layer costs and the highest uniform configuration that fits (2 scores)."""
-    return SearchSettings(seed=seed, proposals=1, rounds=0)
+    return SearchSettings(seed=seed, proposals=1, rounds=0, local=0)

@@ -1,17 +1,19 @@
 """The build's search: each device profile's configuration, scored with the trained run's merged
 integers against the float model on the validation split, and the search's output files.
 
-- Per-layer costs: the float model's Fisher information on FISHER_DOCS validation documents
-  (toolchain.search.fisher) and the run's merged integers at every level.
-- Screening: every candidate's KL and accuracy on the first SCREEN_DOCS validation documents (classes
-  interleaved), within SEARCH_SECONDS for all profiles.
-- Confirmation: each profile's finalists on the whole validation split, where the choice is made (accuracy
-  ties within TIE_SE standard errors).
-The documents are tokenised once, in batches of similar length, with the float model's logits beside them.
+- Per-layer costs: the float model's Fisher information on the first FISHER_TOKENS tokens of validation
+  documents (toolchain.search.fisher) and the run's merged integers at every level.
+- Screening: every candidate's KL and accuracy on the first SCREEN_TOKENS tokens of validation documents
+  (classes interleaved), within SEARCH_SECONDS for all profiles.
+- Confirmation: each profile's finalists on the validation split up to CONFIRM_TOKENS tokens (all of MR's
+  1,057 sentences, 28k tokens), where the choice is made (accuracy ties within TIE_SE standard errors).
+Budgets in tokens keep the search's time the same on short sentences and on long documents. The documents
+are tokenised once, in batches of similar length, with the float model's logits beside them.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +25,9 @@ from toolchain.bitconfig import BitConfig
 from toolchain.io import atomic_write_json
 from toolchain.profiles import DeviceProfile, EmbeddingQuant
 
-FISHER_DOCS = 64  # validation documents the Fisher information is computed on
-SCREEN_DOCS = 256  # validation documents each candidate is screened on
+FISHER_TOKENS = 2_048  # of validation documents the Fisher information is computed on
+SCREEN_TOKENS = 8_192  # of validation documents each candidate is screened on
+CONFIRM_TOKENS = 32_768  # of validation documents the finalists are scored and chosen on
 SEARCH_SECONDS = 30.0  # screening time of one build's search, shared out over the table-format groups
 TIE_SE = 2.0  # accuracy differences under this many standard errors are ties (Rule.KL)
 
@@ -38,6 +41,7 @@ def search_run(
     scorer_for=None,
     settings=None,
     costs=None,
+    docs: tuple[SplitDocs, SplitDocs] | None = None,
 ):
     """Best configuration per profile, screened with the trained adapter on part of the validation split and
     chosen on all of it. `profiles` are search profiles (toolchain.whole_model.search_profiles /
@@ -46,8 +50,9 @@ def search_run(
     Each configuration is scored with the embedding tables its profile ships (`run.tables`), so profiles
     are searched in groups of one table format each; the screening time (`settings.seconds`) is shared out
     over the groups by their number of profiles. The layer costs (`run_layer_costs`, computed once) serve
-    every group. `scorer_for(table)` returns the (screen, confirm) scorers of a table format (benches wrap
-    them to record what was scored; confirm None: choose on the screen scores)."""
+    every group. `docs` are the (screen, confirm) documents (`search_docs`; built here when None).
+    `scorer_for(table)` replaces their scorers of a table format (benches; confirm None: choose on the
+    screen scores)."""
     import dataclasses
 
     from tqdm.auto import tqdm
@@ -56,13 +61,13 @@ def search_run(
 
     full = None
     if scorer_for is None:
-        screen, full = SplitDocs.of(run, SCREEN_DOCS), SplitDocs.of(run)
+        screen, full = docs or search_docs(run)
 
         def scorer_for(table):
             return screen.scorer(run, table), full.scorer(run, table)
 
     if settings is None:
-        tie = accuracy_tie(full or SplitDocs.of(run))
+        tie = accuracy_tie(full or SplitDocs.of(run, max_tokens=CONFIRM_TOKENS))
         settings = SearchSettings(seed=seed, seconds=SEARCH_SECONDS, accuracy_tie=tie)
     costs = costs or run_layer_costs(run, profiles)
     groups: dict[EmbeddingQuant | None, list[DeviceProfile]] = {}
@@ -94,6 +99,12 @@ def search_run(
     return merge_results(parts, [p.name for p in profiles])
 
 
+def search_docs(run) -> tuple[SplitDocs, SplitDocs]:
+    """The search's screening (SCREEN_TOKENS) and confirmation (CONFIRM_TOKENS) validation documents; the
+    reference is the run's float model, which an adapter-branch run beside it shares."""
+    return SplitDocs.of(run, max_tokens=SCREEN_TOKENS), SplitDocs.of(run, max_tokens=CONFIRM_TOKENS)
+
+
 def accuracy_tie(docs: SplitDocs) -> float:
     """TIE_SE standard errors, in points, of an accuracy at the float model's on `docs`."""
     from toolchain.evaluate import metrics
@@ -102,15 +113,16 @@ def accuracy_tie(docs: SplitDocs) -> float:
     return TIE_SE * 100.0 * math.sqrt(max(p * (1 - p), 1e-4) / max(len(docs.labels), 1))
 
 
-def run_layer_costs(run, profiles: Sequence[DeviceProfile], n_docs: int = FISHER_DOCS):
+def run_layer_costs(run, profiles: Sequence[DeviceProfile], max_tokens: int = FISHER_TOKENS):
     """Every layer's estimated KL at every level of every variant `profiles` allow, from the float model's
-    Fisher information on the first `n_docs` validation documents and the run's merged integers."""
+    Fisher information on the first validation documents up to `max_tokens` tokens and the run's merged
+    integers."""
     from toolchain.search.fisher import fisher_costs, fisher_diagonal
     from toolchain.search.space import SearchSpace
 
     model = run.float_model()
     names = [s.name for s in run.specs]
-    docs = SplitDocs.of(run, n_docs, batch_size=16, reference=False)
+    docs = SplitDocs.of(run, max_tokens=max_tokens, batch_size=16, reference=False)
     fisher, n = fisher_diagonal(model, docs.batches, names)
     weights = {name: model.get_submodule(name).weight.detach() for name in names}
     union = SearchSpace.union([SearchSpace.from_profile(p, run.specs) for p in profiles])
@@ -129,9 +141,18 @@ class SplitDocs:
     @classmethod
     @torch.no_grad()
     def of(
-        cls, run, n_docs: int | None = None, batch_size: int = 32, reference: bool = True, split: str = "val"
+        cls,
+        run,
+        n_docs: int | None = None,
+        *,
+        max_tokens: int | None = None,
+        batch_size: int = 32,
+        reference: bool = True,
+        split: str = "val",
     ) -> SplitDocs:
-        """The first `n_docs` documents of the run's `split` ('val' or 'test'; n_docs None: all of them)."""
+        """The first documents of the run's `split` ('val' or 'test'): `n_docs` of them, and no more than fit
+        in `max_tokens` tokens as the model reads them (truncated to max_length; at least one document).
+        Both None: the whole split."""
         from toolchain.errors import BadInputError
         from toolchain.evaluate import encode
 
@@ -139,8 +160,11 @@ class SplitDocs:
             raise BadInputError(f"split: {split!r} is not one of val, test")
         ds = run.splits.val if split == "val" else run.splits.test
         n = len(ds.texts) if n_docs is None else min(n_docs, len(ds.texts))
+        read = run.tokenizer(list(ds.texts[:n]), truncation=True, max_length=run.settings.max_length)
+        lengths = [len(ids) for ids in read["input_ids"]]
+        if max_tokens is not None:
+            n = max(1, sum(1 for total in itertools.accumulate(lengths) if total <= max_tokens))
         texts = ds.texts[:n]
-        lengths = [len(ids) for ids in run.tokenizer(list(texts), truncation=False)["input_ids"]]
         order = sorted(range(n), key=lambda i: (lengths[i], i))
         batches = tuple(
             encode(run.tokenizer, [texts[i] for i in order[k : k + batch_size]], run.settings.max_length)
@@ -169,10 +193,10 @@ class SplitDocs:
         return score
 
 
-def validation_scorer(run, table: EmbeddingQuant | None = None, n_docs: int | None = None):
-    """Metrics of a configuration's merged integers on the first `n_docs` validation documents (None: all),
-    with the embedding tables in format `table`: what the build's search confirms its choice with."""
-    return SplitDocs.of(run, n_docs).scorer(run, table)
+def validation_scorer(run, table: EmbeddingQuant | None = None):
+    """Metrics of a configuration's merged integers on the validation documents the build's search confirms
+    its choice on (CONFIRM_TOKENS), with the embedding tables in format `table`."""
+    return SplitDocs.of(run, max_tokens=CONFIRM_TOKENS).scorer(run, table)
 
 
 def write_search(result, profiles: Sequence[DeviceProfile], out: Path) -> None:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from toolchain.adapter import run_files
 from toolchain.build.branch import MERGED
 from toolchain.build.device import BuildResult, DeviceContext, package_device
-from toolchain.build.device_search import search_run, validation_scorer, write_search
+from toolchain.build.device_search import search_docs, search_run, write_search
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
 from toolchain.build.report import index_report
 from toolchain.build.training import train_branch_run, train_run, training_settings
@@ -125,7 +125,8 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, s
     )
     stages["training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": run.info["timings_s"]}
     t = time.perf_counter()
-    result = search_run(run, inputs.search_profiles, seed=s.seed, progress=s.progress)
+    docs = search_docs(run)
+    result = search_run(run, inputs.search_profiles, seed=s.seed, progress=s.progress, docs=docs)
     stages["search_wall_s"] = round(time.perf_counter() - t, 1)
     write_search(result, inputs.search_profiles, staged / "search.json")
     ctx = DeviceContext(
@@ -133,7 +134,7 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, s
         model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
         front_svg=(staged / "search.svg").read_text(encoding="utf-8"),
     )
-    choices, branch_ctx = _branch_variants(run, inputs, s, result, ctx, stages)
+    choices, branch_ctx = _branch_variants(run, inputs, s, result, ctx, stages, docs)
     merged_variant = {"weights": MERGED, "rank": run.settings.rank}
     devices = tqdm(inputs.profiles, desc="export + validate", unit="device", disable=not s.progress, dynamic_ncols=True)
     results = []
@@ -153,10 +154,11 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, s
     return results
 
 
-def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceContext, stages: dict):
+def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceContext, stages: dict, docs):
     """For each profile that allows an adapter branch, the merged-or-branch choice (toolchain.build.branch),
     and the device context of the branch run; ({}, None) when no profile allows one. When none can afford
-    one, no branch run is trained and each such profile records that no rank fit."""
+    one, no branch run is trained and each such profile records that no rank fit. `docs`: the search's
+    (screen, confirm) documents; the branch candidates are screened and the best confirmed on them."""
     from toolchain.build.branch import VariantChoice, branch_ranks, choose_variant
 
     t = time.perf_counter()
@@ -177,9 +179,10 @@ def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceC
             result.selection(p.name),
             run.settings.rank,
             inputs.specs,
-            validation_scorer(brun, p.embeddings),
+            docs[0].scorer(brun, p.embeddings),
             result.costs,
             branch_ranks(brun.settings.rank),
+            confirm=docs[1].scorer(brun, p.embeddings),
             seed=s.seed,
         )
         for p in inputs.search_profiles

@@ -126,7 +126,8 @@ def fisher_diagonal(
                 objective = (p[:, c].sqrt() * logp[:, c]).sum()
                 grads = torch.autograd.grad(objective, outs, retain_graph=c < n_classes - 1)
                 for n, g in zip(names, grads):
-                    per_doc = torch.einsum("bto,bti->boi", g.float(), seen[n][0].float())
+                    g = g.reshape(g.shape[0], -1, g.shape[-1]).float()  # (docs, tokens, out); a pooler: 1 token
+                    per_doc = torch.einsum("bto,bti->boi", g, seen[n][0].float())
                     fisher[n] += per_doc.pow(2).sum(0)
             docs += logp.shape[0]
     finally:
