@@ -256,6 +256,63 @@ def _builds_block(result: dict) -> str:
     return head + builds_table(result)
 
 
+def search_table(result: dict) -> str:
+    """bench/search_picks.py's result: per profile, the search's pick against its baselines on test."""
+    names = {
+        "search": "search (KL, confirmed on all of validation)",
+        "prefix_search": "same search, accuracy on a 56-document prefix, equal time",
+        "uniform": "best uniform within the pick's cost",
+        "best_random": f"best of {result['random']} random feasible",
+    }
+    rows = [
+        "| profile | configuration | bits/weight | test % (95 % CI) | search right only / it right only (p) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        for arm, label in names.items():
+            a = row["arms"][arm]
+            if a is None:
+                rows.append(f"| {row['profile']} | {label} | none | | |")
+                continue
+            lo, hi = a["test"]["ci95"]
+            pair = a.get("test_vs_search")
+            vs = (
+                ""
+                if pair is None
+                else (
+                    "same configuration"
+                    if pair["same_config"]
+                    else f"{pair['only_a_right']}/{pair['only_b_right']} (p {pair['p_value']:.3g})"
+                )
+            )
+            rows.append(
+                f"| {row['profile']} | {label} | {a['cost']['avg_bits']:.3f} | {a['test']['accuracy']:.2f} "
+                f"({lo:.1f}–{hi:.1f}) | {vs} |"
+            )
+    return "\n".join(rows)
+
+
+def _search_block(result: dict) -> str:
+    s, docs = result["seconds"], result["docs"]
+    rules = ", ".join(
+        f"{name}: {r['mean_held_out_accuracy']:.2f} % / KL {r['mean_held_out_kl']:.4f}"
+        for name, r in result["rules_on_validation_halves"].items()
+    )
+    where = f", test split, {result['test_docs']} documents"
+    head = (
+        f"{_measured_at(result, where)}. Chosen on validation "
+        f"({docs['confirm_and_pool']} documents), reported on test; McNemar's exact test of each row against the "
+        "search's pick, significant when p < 0.05, no correction for multiple comparisons.\n\n"
+    )
+    tail = (
+        f"\n\nSearch time for the {len(result['rows']) + 1} shipped profiles: {s['build_search_with_costs']:.0f} s "
+        f"(layer costs {s['layer_costs']:.0f} s, on {docs['fisher']} documents; screening on {docs['screen']}). "
+        f"Selection rules, each picking on one half of the validation documents and measured on the other "
+        f"(mean over profiles): {rules}."
+    )
+    return head + search_table(result) + tail
+
+
 def _compute_paths_block(result: dict) -> str:
     docs = len(result["rows"][next(iter(result["rows"]))]["predictions"])
     head = (
@@ -279,9 +336,11 @@ def main(argv: list[str] | None = None) -> None:
         "--compute-paths", type=Path, default=None, help="bench/compute_paths.py's JSON: its table only"
     )
     parser.add_argument("--builds", type=Path, default=None, help="bench/builds_compare.py's JSON: its table only")
+    parser.add_argument("--search", type=Path, default=None, help="bench/search_picks.py's JSON: its table only")
     args = parser.parse_args(argv)
     single = {  # README block -> (the result given for it, its text)
         "builds": (args.builds, _builds_block),
+        "search": (args.search, _search_block),
         "compute-paths": (args.compute_paths, _compute_paths_block),
         "branch-training": (args.branch_training, branch_training_table),
         "branch": (args.branch, branch_table),

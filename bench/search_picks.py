@@ -5,7 +5,8 @@ On a build's trained run (`edgeq build --out DIST`), for every shipped profile w
 2. **The accuracy-on-a-prefix search at equal time**: the same proposer (the same layer costs, knapsack,
    corrections and moves), scored by accuracy on the first PREFIX_DOCS validation documents and chosen by
    accuracy first (Rule.ACCURACY, the rule of the search before the continuous objective), given the
-   build search's scoring time. Both searches get the layer costs computed once, outside the timing.
+   build search's wall time and enough rounds and moves to spend it. Both searches get the layer costs
+   computed once, outside the timing.
 3. **Baselines**: the uniform configurations within budget costing no more than the pick (one per
    variant: the highest that fits) and `--random` random feasible configurations; each pool's best is
    chosen by the build's rule on the validation documents the build confirms on.
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     build = search_run(run, profiles, progress=False, costs=costs)
     build_s = time.perf_counter() - t
     prefix = SplitDocs.of(run, PREFIX_DOCS)
-    prefix_settings = SearchSettings(seconds=build_s, rule=Rule.ACCURACY)
+    # counts high enough that the time binds: the prefix search may spend all of the build search's time
+    prefix_settings = SearchSettings(seconds=build_s, rule=Rule.ACCURACY, proposals=4, rounds=50, local=50)
 
     def prefix_scorers(table):
         return prefix.scorer(run, table), None
