@@ -4,10 +4,10 @@ An exact allocation is the floor, measurements refine it:
 - **Estimate.** Each layer's cost at each bit-width (toolchain.search.fisher: the KL to the float model the
   layer's own merged integers would cause, from the float model's Fisher information; or, without one, a
   sensitivity's 4^-bits model).
-- **Allocate exactly.** Per profile and variant, the allocations with the least estimated cost within the
-  budget, as a multiple-choice knapsack solved to optimality (toolchain.search.knapsack), the best first,
-  and the highest uniform configuration that fits (so the choice is never worse than uniform on what was
-  measured).
+- **Allocate exactly.** Per profile, the allocations with the least estimated cost within the budget over
+  all its variants (their costs are in the same units), each a multiple-choice knapsack solved to
+  optimality (toolchain.search.knapsack), the best first; and the highest uniform configuration that fits,
+  in the variant where it has the least estimated cost, screened like any proposal.
 - **Measure and correct.** Each proposal is scored with the trained adapter (one score per distinct
   quantization, whichever profiles it serves). The estimate is then rescaled per module type to fit what was
   measured (non-negative least squares) and re-solved for new proposals, `rounds` times.
@@ -18,7 +18,8 @@ An exact allocation is the floor, measurements refine it:
 - **Choose** (`Rule`): by default the lowest KL among the configurations whose accuracy is within
   `accuracy_tie` points of the best (the build: two standard errors on its documents).
 A time budget (`seconds`) stops new scores before the confirmation; each profile's first proposal is
-always scored.
+always scored. Where the time budget binds, what is scored depends on the machine's speed; with
+`seconds=None` the same scores give the same result.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Rule(StrEnum):
 @dataclass(frozen=True)
 class SearchSettings:
     seed: int = 0  # kept in the result (the search itself is deterministic)
-    proposals: int = 2  # knapsack allocations per profile and variant from each estimate, best first
+    proposals: int = 2  # knapsack allocations per profile (over its variants) from each estimate, best first
     rounds: int = 2  # corrections of the estimate from measurements, each followed by new proposals
     local: int = 4  # per profile: neighbours of its best scored after the rounds
     finalists: int = 2  # per profile: the best by the objective, scored again by the `confirm` scorer
