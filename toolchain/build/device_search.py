@@ -4,7 +4,8 @@ integers against the float model on the validation split, and the search's outpu
 - Per-layer costs: the float model's Fisher information on the first FISHER_TOKENS tokens of validation
   documents (toolchain.search.fisher) and the run's merged integers at every level.
 - Screening: every candidate's KL and accuracy on the first SCREEN_TOKENS tokens of validation documents
-  (classes interleaved), within SEARCH_SECONDS for all profiles.
+  (classes interleaved): BUILD_SEARCH's proposals and one corrected round, a fixed number of scores so that
+  the same run gives the same packages on any machine (a time budget made the pick depend on the load).
 - Confirmation: each profile's finalists on the validation split up to CONFIRM_TOKENS tokens (all of MR's
   1,057 sentences, 28k tokens), where the choice is made (accuracy ties within TIE_SE standard errors).
 Budgets in tokens keep the search's time the same on short sentences and on long documents. The documents
@@ -28,7 +29,8 @@ from toolchain.profiles import DeviceProfile, EmbeddingQuant
 FISHER_TOKENS = 2_048  # of validation documents the Fisher information is computed on
 SCREEN_TOKENS = 8_192  # of validation documents each candidate is screened on
 CONFIRM_TOKENS = 32_768  # of validation documents the finalists are scored and chosen on
-SEARCH_SECONDS = 30.0  # screening time of one build's search, shared out over the table-format groups
+# the build's evaluation budget: about 20 screens and 9 confirmations on MiniLM's five profiles (~2 min)
+BUILD_SEARCH = dict(proposals=2, rounds=1, local=0, seconds=None)
 TIE_SE = 2.0  # accuracy differences under this many standard errors are ties (Rule.KL)
 
 
@@ -68,7 +70,7 @@ def search_run(
 
     if settings is None:
         tie = accuracy_tie(full or SplitDocs.of(run, max_tokens=CONFIRM_TOKENS))
-        settings = SearchSettings(seed=seed, seconds=SEARCH_SECONDS, accuracy_tie=tie)
+        settings = SearchSettings(seed=seed, accuracy_tie=tie, **BUILD_SEARCH)
     costs = costs or run_layer_costs(run, profiles)
     groups: dict[EmbeddingQuant | None, list[DeviceProfile]] = {}
     for p in profiles:
