@@ -186,14 +186,13 @@ def _ort_accuracy(pkg: Path, data: Path) -> float:
     return 100.0 * float((logits.argmax(-1) == np.array(labels)).mean())
 
 
-def test_report_names_the_texts_default_optimizations_ran_on(built):
+def test_report_shows_both_modes_on_every_test_text(built):
     m = load_manifest(built[0] / "rpi5")
     acc = m.accuracy
-    assert acc["n_samples_default_optimizations"] == acc["n_samples"]  # a tiny test split: all of it
-    assert "default optimizations)" in device_report(m, None)
-    fewer = m.model_copy(update={"accuracy": acc | {"n_samples_default_optimizations": 5, "onnx_on_those_texts": 80.0}})
-    page = device_report(fewer, None)
-    assert "default optimizations, first 5 texts" in page and "optimizations off: 80.00 %" in page
+    assert set(acc) == {"onnx", "onnx_default_optimizations", "float_reference", "drop", "n_samples"}
+    assert acc["drop"] == pytest.approx(acc["float_reference"] - min(acc["onnx"], acc["onnx_default_optimizations"]))
+    page = device_report(m, None)
+    assert f"{acc['onnx_default_optimizations']:.2f} %" in page and "test, default optimizations" in page
 
 
 def test_manifest_accuracy_reproduced_outside_edgeq(built, build_profiles):

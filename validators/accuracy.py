@@ -1,11 +1,11 @@
 """Task accuracy in onnxruntime on the test split, against the float model's accuracy and the profile's
 tolerance (`accuracy.max_drop`, in points).
 
-Exact mode (what the integers mean) runs on every test text. Default optimizations (what a device's
-onnxruntime computes) run on the texts fidelity covers, the first rows, and are judged by what they cost
-there against exact mode on the same texts: the drop is the exact mode's loss plus that cost when positive.
-A full second pass would double the check's time; on the shipped profiles the two modes' accuracies were
-equal on all 445 test texts (one build, every device).
+Both modes run on every test text: exact mode (what the integers mean) and default optimizations (what a
+device's onnxruntime computes: fused kernels that accumulate in another order, or in integers). The drop is
+the float reference minus the lower of the two, so a package passes only if both are within tolerance.
+Judging the device's arithmetic on a prefix does not work: on MR (2,114 test sentences) one of 128 texts
+is 0.78 points, half of a 1.5-point tolerance, and a one-sided correction only ever adds that noise.
 """
 
 from __future__ import annotations
@@ -31,58 +31,46 @@ class AccuracyResult:
     name: str
     n_samples: int
     float_reference: float  # percent, on all n_samples texts
-    exact: float  # on all n_samples texts
-    device: float | None  # on the first device_n_samples texts
-    device_n_samples: int
-    exact_on_device_texts: float | None  # exact mode on the same texts as `device`
+    exact: float  # optimizations off, on all n_samples texts
+    device: float | None  # default optimizations, on the same texts (None: not run)
     max_drop: float  # points
 
     @property
-    def device_cost(self) -> float:
-        """Points the default optimizations lose against exact mode on the same texts (negative: gain)."""
-        if self.device is None or self.exact_on_device_texts is None:
-            return 0.0
-        return self.exact_on_device_texts - self.device
+    def judged(self) -> float:
+        """The accuracy the tolerance is applied to: the lower of the two modes."""
+        return self.exact if self.device is None else min(self.exact, self.device)
 
     @property
     def drop(self) -> float:
-        return self.float_reference - self.exact + max(0.0, self.device_cost)
+        return self.float_reference - self.judged
 
     @property
     def failures(self) -> list[str]:
         if self.drop <= self.max_drop:
             return []
-        device = (
-            "not run"
-            if self.device is None
-            else f"{self.device:.2f} % against exact {self.exact_on_device_texts:.2f} % on the first "
-            f"{self.device_n_samples} texts"
-        )
+        device = "not run" if self.device is None else f"{self.device:.2f} %"
         return [
             f"accuracy: {self.drop:.2f} points below the float reference {self.float_reference:.2f} % "
-            f"(exact {self.exact:.2f} % on {self.n_samples} texts; default optimizations {device}); "
-            f"the profile allows {self.max_drop:g}"
+            f"on {self.n_samples} texts (optimizations off {self.exact:.2f} %, default optimizations "
+            f"{device}); the profile allows {self.max_drop:g}"
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return result_dict(self) | {"drop": self.drop, "device_cost": self.device_cost}
+        return result_dict(self) | {"drop": self.drop}
 
 
 def check_accuracy(
     exact: np.ndarray, device: np.ndarray | None, labels, float_reference: float, max_drop: float
 ) -> AccuracyResult:
-    """`exact`: (N, C) logits of every text; `device`: (M, C), M <= N, of the first M (or None: not run)."""
+    """`exact`, `device`: (N, C) logits of every text in each mode (`device` None: not run)."""
     labels = np.asarray(labels)
-    m = 0 if device is None else len(device)
-    if m > len(exact):
-        raise ValueError(f"{m} default-optimization rows for {len(exact)} texts")
+    if device is not None and len(device) != len(exact):
+        raise ValueError(f"{len(device)} default-optimization rows for {len(exact)} texts")
     return AccuracyResult(
         "accuracy",
         len(labels),
         float_reference,
         accuracy(exact, labels),
-        None if device is None else accuracy(device, labels[:m]),
-        m,
-        None if device is None else accuracy(exact[:m], labels[:m]),
+        None if device is None else accuracy(device, labels),
         max_drop,
     )

@@ -4,8 +4,8 @@ Every check runs even when another fails or cannot run; the report (JSON) is wri
 raising is the caller's choice (`report.raise_if_failed()` -> ValidationFailedError, exit code 3).
 Reference logits and the float accuracy come from the caller (computed in torch on the torch twin of the
 export, `toolchain.exporters.twin_of`), so validation never imports training code. Accuracy runs on every
-text in exact mode; fidelity, and accuracy with default optimizations, on the texts the reference covers,
-its first rows (a build computes FIDELITY_SAMPLES; validators.accuracy says how the two modes are judged). With
+text in both modes (validators.accuracy says how they are judged); fidelity on the texts the reference
+covers, its first rows (a build computes FIDELITY_SAMPLES). With
 static int8 activations, the exact comparison runs on the weights-only view (validators.weights_view says why).
 """
 
@@ -102,7 +102,7 @@ class _Runs:
     """Logits of one model file in every mode validation needs."""
 
     full_exact: np.ndarray  # the file as written, no optimizations, every text
-    device: np.ndarray  # default optimizations, the fidelity texts
+    device: np.ndarray  # default optimizations, every text
     weights_exact: np.ndarray  # weights-only view (the file itself when it has no activation Q/DQ)
     weights_session: Any
     weights_model: onnx.ModelProto
@@ -115,7 +115,7 @@ def _run_modes(path: Path, model: onnx.ModelProto, inp: _Inputs) -> _Runs:
 
     exact_sess = runner.session(path, runner.Mode.EXACT)
     full_exact = run(exact_sess, inp.texts)
-    device = run(runner.session(path, runner.Mode.DEVICE), inp.fidelity_texts)
+    device = run(runner.session(path, runner.Mode.DEVICE), inp.texts)
     view, n_pairs = weights_only_view(model)
     if not n_pairs:
         return _Runs(full_exact, device, full_exact, exact_sess, model, 0)
@@ -211,7 +211,7 @@ def _runtime_checks(path: Path, model: onnx.ModelProto, profile: DeviceProfile, 
             "fidelity",
             lambda: check_fidelity(
                 runs.weights_exact[:m],
-                runs.device,
+                runs.device[:m],
                 inp.reference_logits,
                 inp.tolerance,
                 full_graph_exact=full,

@@ -100,22 +100,8 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _default_optimizations(acc: dict) -> str:
-    """Its accuracy, and exact mode's on the same texts when they are fewer than all."""
-    out = _num(acc.get("onnx_default_optimizations"), " %")
-    if _first(acc) and acc.get("onnx_on_those_texts") is not None:
-        out += f" (optimizations off: {_num(acc['onnx_on_those_texts'], ' %')})"
-    return out
-
-
 def _bytes(n: int | None) -> str:
     return "n/a" if not n else f"{n:,}"
-
-
-def _first(acc: dict) -> str:
-    """', first M texts' when the default-optimizations accuracy covers fewer texts than exact mode's."""
-    m = acc.get("n_samples_default_optimizations")
-    return f", first {m:g} texts" if m and m != acc.get("n_samples") else ""
 
 
 def _variant(v: dict) -> str:
@@ -151,7 +137,7 @@ def device_report(m: Manifest, front_svg: str | None) -> str:
     acc = m.accuracy
     metrics = [
         ("onnxruntime accuracy (test, optimizations off)", _num(acc["onnx"], " %")),
-        (f"onnxruntime accuracy (default optimizations{_first(acc)})", _default_optimizations(acc)),
+        ("onnxruntime accuracy (test, default optimizations)", _num(acc.get("onnx_default_optimizations"), " %")),
         ("float reference accuracy", _num(acc["float_reference"], " %")),
         ("drop (allowed)", f"{_num(acc['drop'], ' pts')} ({m.profile['accuracy']['max_drop']} pts)"),
         ("logical bits / parameter (whole model)", _num(m.sizes.bits_per_param, "")),
