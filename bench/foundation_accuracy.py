@@ -137,9 +137,7 @@ def table(float_metrics: Metrics, rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(
-        f"fine-tuning: {args.mode}, {args.steps} steps, batch {args.batch_size}, max_length {args.max_length}"
-    )
+    print(f"fine-tuning: {args.mode}, {args.steps} steps, batch {args.batch_size}, max_length {args.max_length}")
     model, tok, splits, train_s = train_float(args)
     test = splits.test
     t0 = time.perf_counter()

@@ -33,23 +33,16 @@ def layer_problems(name: str, lb: LayerBits, profile: DeviceProfile) -> list[str
     if lb.bits not in w.bits:
         out.append(f"{where}: bits: {lb.bits} is not one of {_allowed(w.bits)} (profile {profile.name!r})")
     if lb.scheme not in w.schemes:
-        out.append(
-            f"{where}: scheme: {lb.scheme} is not one of {_allowed(w.schemes)} (profile {profile.name!r})"
-        )
+        out.append(f"{where}: scheme: {lb.scheme} is not one of {_allowed(w.schemes)} (profile {profile.name!r})")
     if lb.block_size is None and not w.per_channel:
-        out.append(
-            f"{where}: block_size: per-channel (null) is not allowed; use one of {_allowed(w.block_sizes)}"
-        )
+        out.append(f"{where}: block_size: per-channel (null) is not allowed; use one of {_allowed(w.block_sizes)}")
     if lb.block_size is not None and lb.block_size not in w.block_sizes:
         allowed = _allowed(w.block_sizes) + (", or null (per channel)" if w.per_channel else "")
         out.append(
-            f"{where}: block_size: {lb.block_size} is not allowed by profile {profile.name!r} "
-            f"(allowed: {allowed})"
+            f"{where}: block_size: {lb.block_size} is not allowed by profile {profile.name!r} (allowed: {allowed})"
         )
     if lb.block_size is not None and opset < BLOCKED_MIN_OPSET:
-        out.append(
-            f"{where}: block_size: {lb.block_size} needs opset >= {BLOCKED_MIN_OPSET}, profile has {opset}"
-        )
+        out.append(f"{where}: block_size: {lb.block_size} needs opset >= {BLOCKED_MIN_OPSET}, profile has {opset}")
     return out
 
 
@@ -105,9 +98,7 @@ def export_problems(
     if extra:
         problems.append(f"bit config: quantized layers of the model missing from the config: {extra}")
     if profile.activations is ActivationQuant.INT8_STATIC and not has_calibration:
-        problems.append(
-            f"profile {profile.name!r}: activations: int8_static needs calibration_texts (training texts)"
-        )
+        problems.append(f"profile {profile.name!r}: activations: int8_static needs calibration_texts (training texts)")
     return problems
 
 

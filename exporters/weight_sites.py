@@ -75,15 +75,12 @@ def _match_layer(layer: str, w: np.ndarray, candidates, arrays: dict[str, np.nda
     hits = [
         WeightSite(layer, node.name, node.op_type, init, transposed)
         for node, init, transposed in candidates
-        if arrays[init].shape == expected[transposed].shape
-        and np.array_equal(arrays[init], expected[transposed])
+        if arrays[init].shape == expected[transposed].shape and np.array_equal(arrays[init], expected[transposed])
     ]
     if len(hits) != 1:
         where = ", ".join(f"{h.node} ({h.initializer})" for h in hits)
         found = f"{len(hits)} sites: {where}" if hits else "no MatMul/Gemm weight equals it"
-        raise EdgeqError(
-            f"export: layer {layer!r}: expected exactly one weight site in the graph, found {found}"
-        )
+        raise EdgeqError(f"export: layer {layer!r}: expected exactly one weight site in the graph, found {found}")
     site = hits[0]
     named = [node.name for node, _, _ in candidates if _names_layer(node.name, layer)]
     if named and site.node not in named:
@@ -107,9 +104,7 @@ def locate_weights(graph: onnx.GraphProto, weights: dict[str, np.ndarray]) -> di
     shared = {k: v for k, v in by_init.items() if len(v) > 1}
     if shared:
         init, layers = next(iter(shared.items()))
-        raise EdgeqError(
-            f"export: layers {layers} share one weight initializer {init!r}; cannot quantize them apart"
-        )
+        raise EdgeqError(f"export: layers {layers} share one weight initializer {init!r}; cannot quantize them apart")
     consumers = _consumer_counts(graph)
     multi = [s for s in sites.values() if consumers.get(s.initializer, 0) > 1]
     if multi:

@@ -18,9 +18,7 @@ SYM, ASYM = Scheme.SYMMETRIC, Scheme.ASYMMETRIC
 
 
 def _layer(bits=3, scheme=SYM, block=None, container=Container.INT4, out=4, inp=64) -> LayerBits:
-    return LayerBits(
-        bits=bits, scheme=scheme, block_size=block, container=container, out_features=out, in_features=inp
-    )
+    return LayerBits(bits=bits, scheme=scheme, block_size=block, container=container, out_features=out, in_features=inp)
 
 
 # (layer, logical bits, container bytes), mostly a 4 x 64 weight (256 weights), 3 bits, 4-bit container.

@@ -50,9 +50,7 @@ def _fit_head(model, tok, texts, labels) -> None:
     hidden = model.config.hidden_size
     model.bert.pooler.dense.weight.copy_(torch.eye(hidden))
     model.bert.pooler.dense.bias.zero_()
-    feats = torch.cat(
-        [model.bert(**encode(tok, texts[i : i + 32])).pooler_output for i in range(0, len(texts), 32)]
-    )
+    feats = torch.cat([model.bert(**encode(tok, texts[i : i + 32])).pooler_output for i in range(0, len(texts), 32)])
     head = LogisticRegression(max_iter=3000).fit(feats.numpy(), labels)
     model.classifier.weight.copy_(torch.as_tensor(head.coef_, dtype=torch.float32))
     model.classifier.bias.copy_(torch.as_tensor(head.intercept_, dtype=torch.float32))

@@ -55,20 +55,14 @@ def _run_ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"x": x})[0]
 
 
-def _random_qweight(
-    container: Container, out_f: int, in_f: int, block: int | None, seed: int
-) -> QuantizedWeight:
+def _random_qweight(container: Container, out_f: int, in_f: int, block: int | None, seed: int) -> QuantizedWeight:
     """Integers spanning the whole container range, positive scales, zero points for unsigned containers."""
     g = torch.Generator().manual_seed(seed)
     lo, hi = container.value_range
     n_groups = 1 if block is None else -(-in_f // block)
     q = torch.randint(lo, hi + 1, (out_f, in_f), generator=g, dtype=torch.int16)
     scale = torch.rand(out_f, n_groups, generator=g) + 0.1
-    zp = (
-        None
-        if container.signed
-        else torch.randint(lo, hi + 1, (out_f, n_groups), generator=g, dtype=torch.int16)
-    )
+    zp = None if container.signed else torch.randint(lo, hi + 1, (out_f, n_groups), generator=g, dtype=torch.int16)
     scheme = Scheme.SYMMETRIC if container.signed else Scheme.ASYMMETRIC
     return QuantizedWeight(q, scale, zp, container.bits, scheme, block)
 
@@ -83,9 +77,7 @@ def test_dq_matmul_matches_core_dequantize(container, block, transposed):
     x = np.random.default_rng(0).standard_normal((2, 40)).astype(np.float32)
     expected = x @ dequantize(qw.q, qw.scale, qw.zero_point, block).numpy().T
     np.testing.assert_allclose(_run_ort(model, x), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(
-        ReferenceEvaluator(model).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(ReferenceEvaluator(model).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("container", list(Container))

@@ -17,8 +17,14 @@ from toolchain.errors import BadInputError
 _FLOAT_LAYER = re.compile(r"(^|\.)(classifier|pooler|pre_classifier|score|qa_outputs)(\.|$)")
 _LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 # Without one of these, AutoTokenizer silently builds a tokenizer of special tokens only (all text -> [UNK]).
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                    "tokenizer.model")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ def quantizable_layers(model: nn.Module) -> list[LayerSpec]:
         if isinstance(m, nn.Linear) and not _FLOAT_LAYER.search(name):
             match = _LAYER_INDEX.search(name + ".")
             index = int(match.group(1)) if match else -1
-            kind = name[match.end():] if match else name
+            kind = name[match.end() :] if match else name
             specs.append(LayerSpec(name, m.out_features, m.in_features, index, kind))
     return specs
 

@@ -33,9 +33,7 @@ def compare(logits: np.ndarray, reference: np.ndarray) -> Agreement:
     """Max abs difference and top-1 agreement (percent) of (N, C) logits against reference logits."""
     if logits.shape != reference.shape:
         raise ValueError(f"logits shape {logits.shape} differs from the reference's {reference.shape}")
-    diff = (
-        float(np.abs(logits.astype(np.float64) - reference.astype(np.float64)).max()) if logits.size else 0.0
-    )
+    diff = float(np.abs(logits.astype(np.float64) - reference.astype(np.float64)).max()) if logits.size else 0.0
     agree = 100.0 * float(np.mean(logits.argmax(-1) == reference.argmax(-1))) if len(logits) else 100.0
     return Agreement(diff, agree)
 
@@ -56,8 +54,7 @@ class FidelityResult:
         view = " (weights-only view)" if self.activation_pairs_bypassed else ""
         if not self.exact.max_abs_diff <= self.tolerance:
             out.append(
-                f"fidelity: exact{view} max abs logit difference {self.exact.max_abs_diff:.3g} "
-                f"> {self.tolerance:g}"
+                f"fidelity: exact{view} max abs logit difference {self.exact.max_abs_diff:.3g} > {self.tolerance:g}"
             )
         if self.exact.top1_agreement < 100.0:
             out.append(f"fidelity: exact{view} top-1 agreement {self.exact.top1_agreement:.2f} % < 100 %")

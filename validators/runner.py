@@ -40,14 +40,10 @@ def input_names(sess) -> list[str]:
     return [i.name for i in sess.get_inputs()]
 
 
-def tokenize(
-    tokenizer, texts: list[str], names: list[str], max_length: int, pad_to: int | None = None
-) -> dict:
+def tokenize(tokenizer, texts: list[str], names: list[str], max_length: int, pad_to: int | None = None) -> dict:
     """int64 feeds for `names`; padded to the batch's longest text, or to `pad_to` tokens."""
     padding = "max_length" if pad_to else True
-    enc = tokenizer(
-        texts, padding=padding, truncation=True, max_length=pad_to or max_length, return_tensors="np"
-    )
+    enc = tokenizer(texts, padding=padding, truncation=True, max_length=pad_to or max_length, return_tensors="np")
     return {n: np.asarray(enc[n], dtype=np.int64) for n in names}
 
 

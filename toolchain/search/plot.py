@@ -19,9 +19,7 @@ from toolchain.profiles import DeviceProfile
 from toolchain.search.select import SearchResult
 
 
-def plot_front(
-    result: SearchResult, path: Path | str, profiles: Sequence[DeviceProfile] = ()
-) -> tuple[Path, Path]:
+def plot_front(result: SearchResult, path: Path | str, profiles: Sequence[DeviceProfile] = ()) -> tuple[Path, Path]:
     """Write `path` with .png and .svg suffixes; returns both paths. `profiles` adds budget lines."""
     fig = _figure(result, profiles)
     stem = Path(path).with_suffix("")

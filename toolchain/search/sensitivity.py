@@ -43,9 +43,7 @@ class Sensitivity:
 
     @classmethod
     def from_dict(cls, d: dict) -> Sensitivity:
-        return cls(
-            tuple(d["values"]), tuple(float(v) for v in d["values"].values()), int(d["ref_bits"]), d["method"]
-        )
+        return cls(tuple(d["values"]), tuple(float(v) for v in d["values"].values()), int(d["ref_bits"]), d["method"])
 
     def aligned(self, specs: Sequence[LayerSpec]) -> list[float]:
         """Values in `specs` order; a layer it does not know gets the median (so a stale file still works)."""

@@ -217,13 +217,9 @@ def _unreachable_message(profile: DeviceProfile, least: Cost) -> str:
     b = profile.budget
     caps = []
     if b.max_avg_bits is not None:
-        caps.append(
-            f"budget.max_avg_bits {b.max_avg_bits} (smallest achievable: {least.avg_bits:.4f} bits/weight)"
-        )
+        caps.append(f"budget.max_avg_bits {b.max_avg_bits} (smallest achievable: {least.avg_bits:.4f} bits/weight)")
     if b.max_weight_mb is not None:
-        caps.append(
-            f"budget.max_weight_mb {b.max_weight_mb} (smallest achievable: {least.container_mb:.4f} MB)"
-        )
+        caps.append(f"budget.max_weight_mb {b.max_weight_mb} (smallest achievable: {least.container_mb:.4f} MB)")
     return (
         f"{profile.where}: no configuration meets {' and '.join(caps)}; "
         f"allowed bits {list(profile.weights.bits)}, "

@@ -67,9 +67,7 @@ def guided_configs(
     for k in range(n):
         b = k % (len(edges) - 1)
         target = rng.uniform(edges[b], edges[b + 1])
-        config = at_target(
-            space, tables, rng.randrange(len(tables)), target, noisy(values, rng), sensitivity.ref_bits
-        )
+        config = at_target(space, tables, rng.randrange(len(tables)), target, noisy(values, rng), sensitivity.ref_bits)
         if config is not None:
             out.append(config)
     return out
