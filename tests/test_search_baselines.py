@@ -1,8 +1,6 @@
-"""Baselines of the acceptance comparison, and the local search near a budget."""
+"""Baselines of the acceptance comparison: the cheapest uniform configuration within a cost, random feasible ones."""
 
 from __future__ import annotations
-
-import random
 
 import pytest
 from search_baselines import best_feasible_uniform, random_feasible, uniform_at_least
@@ -10,11 +8,8 @@ from search_constraints import check_constraints
 from search_toy import ToyProblem, bert_like_specs
 
 from toolchain.profiles import Budget, load_profile
-from toolchain.quant.core import Scheme
-from toolchain.search.local import local_search
-from toolchain.search.scoring import ScoreCache, quant_key, rank_key
-from toolchain.search.sensitivity import loss_sensitivity
-from toolchain.search.space import Cost, Limit, SearchSpace, Variant
+from toolchain.search.scoring import quant_key
+from toolchain.search.space import Cost
 
 SPECS = bert_like_specs(2, 128, 256)  # per-channel scales: 0.25 bits on 128 inputs, 0.125 on 256
 
@@ -50,16 +45,3 @@ def test_random_feasible_configurations(rpi5):
     assert all(check_constraints(rpi5, c, SPECS) == [] for c in configs)
     assert [quant_key(c) for c in configs] == [quant_key(c) for c in random_feasible(rpi5, SPECS, 20, seed=3)]
     assert len({tuple(c.bits_vector()) for c in configs}) == 20
-
-
-def test_local_search_improves_a_poor_start_within_budget(rpi5):
-    toy = ToyProblem.make(SPECS, seed=4)
-    space = SearchSpace.from_profile(rpi5, SPECS)
-    limit = Limit.of_profile(rpi5, space.n_params)
-    cache = ScoreCache(toy.metrics)
-    sens = loss_sensitivity(toy.loss, space)
-    start = space.build(3, Variant(Scheme.SYMMETRIC, None))  # uniform 3 bits: 0.9 bits of budget unused
-    best, m = local_search(space, limit, sens, start, cache, n_evals=6, rng=random.Random(0))
-    assert cache.evaluations <= 1 + 6
-    assert rank_key(m) < rank_key(toy.metrics(start))
-    assert check_constraints(rpi5, best, SPECS) == []
