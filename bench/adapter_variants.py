@@ -1,28 +1,29 @@
-"""The build's adapter retrained with one or more settings changed, on the held-out configurations.
+"""The build's adapter retrained with one or more settings changed, on held-out configurations.
 
-A build's adapter trains on the search's configuration set across 2..8 bits, two configurations per step.
-Counting its product in steps of each layer's own grid (units=step, the default until COARSE_STEP), it
-trailed a per-configuration LoRA at 4 bits only, on the held-out configurations of
-`adapter_generalisation.py` (results/adapter_generalisation_build_step.json).
+This bench retrains the build's adapter once per variant (a name and TrainSettings overrides, plus
+`source=spread` for the training set that is never refined): the same float stage, settings, seed and
+configuration set as `edgeq build` (toolchain.build.training.training_source), with only the overrides
+changed (`adapter_equals_run` records whether the adapter is byte-identical to the build's). It scores every
+held-out configuration (random per-layer bit-widths at each budget, symmetric per-channel, drawn as in
+bench/adapter_generalisation.py) on the validation and test splits, beside MSE-clipped PTQ, and compares
+each variant with `--reference` (the first variant by default) paired by configuration: the mean accuracy
+and KL difference over the held-out configurations, its 95 % t interval and the paired t-test's p.
+Validation is the split to choose on; test reports. Each trained run's training-set hypervolume per
+refinement round is recorded (each run's own reference point: comparable between rounds, not between runs).
 
-This bench retrains the build's adapter once per variant (a name and TrainSettings overrides): the same
-float stage, settings, seed and Pareto configuration set as `edgeq build`, with only the overrides changed
-(`adapter_equals_run` records whether the adapter is byte-identical to the build's). It scores every
-held-out configuration on the validation and test splits, beside MSE-clipped PTQ; validation is the split
-to choose on. On test each is also compared with the per-configuration LoRAs of `--per-config`.
+    python bench/suite.py run adapter-variants --run DIST/.edgeq/run-KEY --work /tmp/edgeq-variants \
+        --variant build --variant spread source=spread --variant rounds-3 refine_every=50 \
+        --variant whole mapper_context=whole --variant shared mapper=false
 
-Overrides apply to the settings the `--run` recorded. results/adapter_variants.json holds every variant
-tried, with its overrides, on a build run from before COARSE_STEP became the default (units=step):
+- a variant equal to the run's settings and source (`build` above) scores the run's own adapter;
+- `spread`: the build's starting configuration set, re-scored each round but never refined (the CoA-LoRA
+  paper's frozen set);
+- `rounds-3`: refinement every 50 of 200 steps (3 rounds) instead of 100 (1 round);
+- `whole`: each layer's Q(c) also sees every layer's bits (MapperContext.WHOLE);
+- `shared`: Q(c) = I (Shared-LoRA).
 
-    python bench/adapter_variants.py --run DIST/.edgeq/run-XXXX --work /tmp/edgeq-variants \
-        --variant mean weighting=mean units=step --variant geometric weighting=geometric units=step \
-        --variant coarse-step units=coarse-step
-
-- `mean` is that build's own settings: a variant equal to the run's settings scores the run's adapter
-  (the stored `mean` entry was retrained once, and its adapter matched the build's byte for byte);
-- `geometric` adds each configuration's loss by its logarithm (ConfigWeighting);
-- `coarse-step` counts the adapter product in steps of the run's lowest bit-width (DeltaUnits): today's
-  default.
+results/adapter_variants.json is the older record (no provenance; BBC News) that chose DeltaUnits.COARSE_STEP
+and ConfigWeighting.MEAN on validation.
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ import sys
 from pathlib import Path
 
 import torch
-from adapter_common import coa_logits, machine_info, ptq_logits, r2, split_metrics, train_variant
+from adapter_common import coa_logits, ptq_logits, r2, split_metrics, train_variant
 from adapter_generalisation import add_draw_args, held_out, load_dataset_of
+from record import provenance
+from scipy.stats import ttest_rel
+from spread_source import SpreadOnlySource
 
 from toolchain.adapter import Run, TrainSettings, run_files
+from toolchain.build.training import training_source
 from toolchain.io import atomic_write_json, sha256_file
 from toolchain.models import default_model_path
 from toolchain.profiles import default_profiles_dir, load_profiles
-from toolchain.search import ParetoConfigSource
-from toolchain.search.sensitivity import module_type
 
-RESULTS = Path(__file__).resolve().parent / "results" / "adapter_variants.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = ("val", "test")
+SOURCES = {"pareto": None, "spread": SpreadOnlySource}  # `source=` of a variant: the build's set, or frozen
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,21 +58,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, required=True, help="where to train the variants")
     p.add_argument(
         "--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
-        help="a variant's name, then the TrainSettings fields it overrides (repeat the option per variant)",
+        help="a variant's name, then the TrainSettings fields it overrides and optionally source=spread "
+             "(repeat the option per variant)",
     )  # fmt: skip
+    p.add_argument("--reference", default=None, help="the variant the others are paired with (default: the first)")
     add_draw_args(p)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--per-config", type=Path, default=RESULTS.with_name("adapter_generalisation_build_step.json"))
-    p.add_argument("--out", type=Path, default=RESULTS)
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=None, help="default: results/adapter_variants_DATA.json")
+    args = p.parse_args(argv)
+    names = [v[0] for v in args.variant]
+    if len(set(names)) != len(names):
+        p.error(f"--variant: a name given twice in {names}")
+    args.reference = args.reference or names[0]
+    if args.reference not in names:
+        p.error(f"--reference {args.reference!r} is not one of the variants {names}")
+    return args
 
 
-def overrides(args: list[str]) -> dict[str, str]:
-    """{field: value} from KEY=VALUE arguments (TrainSettings validates the values)."""
+def overrides(args: list[str]) -> tuple[dict[str, str], str]:
+    """({field: value} from KEY=VALUE arguments (TrainSettings validates the values), the source name)."""
     bad = [a for a in args if "=" not in a]
     if bad:
         raise SystemExit(f"--variant: {bad[0]!r} is not KEY=VALUE")
-    return dict(a.split("=", 1) for a in args)
+    changes = dict(a.split("=", 1) for a in args)
+    source = changes.pop("source", "pareto")
+    if source not in SOURCES:
+        raise SystemExit(f"--variant: source={source!r}: allowed are {', '.join(SOURCES)}")
+    return changes, source
 
 
 def variant_settings(build_run: Run, changes: dict[str, str]) -> TrainSettings:
@@ -79,25 +95,49 @@ def variant_settings(build_run: Run, changes: dict[str, str]) -> TrainSettings:
     return TrainSettings.model_validate(build_run.settings.model_dump() | changes)
 
 
-def train_settings(build_run: Run, settings: TrainSettings, work: Path) -> tuple[Run, float]:
-    """The build's adapter retrained under `settings` (its float stage shared), on the Pareto configuration
-    set over the default profiles that `edgeq build` trains on."""
+def train_settings(build_run: Run, settings: TrainSettings, source: str, work: Path) -> tuple[Run, float, list]:
+    """(run, wall seconds, training-set history) of the build's adapter retrained under `settings` (its float
+    stage shared), on the configuration set `edgeq build` trains on over the default profiles (`source`
+    "spread": the same set, never refined)."""
     profiles = load_profiles(sorted(default_profiles_dir().glob("*.yaml")))
-    source = ParetoConfigSource.for_profiles(profiles, build_run.specs, seed=settings.seed, probe_group=module_type)
-    return train_variant(
-        default_model_path(), load_dataset_of(build_run), build_run.run_dir, work / f"variant-{settings.digest()}",
-        settings, config_source=source, progress=True,
+    ds = load_dataset_of(build_run)
+    config_source = training_source(
+        profiles, default_model_path(), ds.label_names, seed=settings.seed, source_cls=SOURCES[source]
+    )
+    run, seconds = train_variant(
+        default_model_path(), ds, build_run.run_dir, work / f"variant-{settings.digest()}-{source}",
+        settings, config_source=config_source, progress=True,
     )  # fmt: skip
+    return run, seconds, config_source.history
 
 
-def per_config_baseline(path: Path, run: Path) -> dict:
-    """{config digest: test accuracy} of the per-configuration LoRAs trained on `run` (empty if none)."""
-    if not path.is_file():
-        return {}
-    old = json.loads(path.read_text())
-    if old.get("run") != str(run) or old.get("draw", {}).get("split") != "test":
-        return {}
-    return {k: r["per_config"]["accuracy"] for k, r in old.get("per_config", {}).items()}
+def hypervolumes(history: list[dict]) -> list[dict]:
+    return [{"step": h["step"], "set_hypervolume": round(h["set_hypervolume"], 4)} for h in history]
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Mean of a - b over paired held-out configurations, its 95 % t interval and the paired t-test's p."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2 or not any(d != diffs[0] for d in diffs):
+        return {"mean": round(mean, 4), "ci95": [round(mean, 4)] * 2, "p": 1.0 if mean == 0 else 0.0, "n": len(diffs)}
+    test = ttest_rel(a, b)
+    ci = test.confidence_interval(0.95)
+    return {
+        "mean": round(mean, 4),
+        "ci95": [round(ci.low, 4), round(ci.high, 4)],
+        "p": round(float(test.pvalue), 5),
+        "n": len(diffs),
+        "significant": bool(test.pvalue < 0.05),
+    }
+
+
+def versus(rows: dict, reference: dict, split: str) -> dict:
+    """`rows` against `reference`'s rows, paired by configuration: accuracy (points) and KL, overall."""
+    keys = sorted(rows.keys() & reference.keys())
+    return {
+        m: paired([rows[k][split][m] for k in keys], [reference[k][split][m] for k in keys]) for m in ("accuracy", "kl")
+    }
 
 
 def summary(rows: dict, baselines: dict[str, dict], split: str) -> dict:
@@ -124,14 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     build_run = Run.load(args.run)
+    data = load_dataset_of(build_run).source
+    out_path = args.out or RESULTS / f"adapter_variants_{data}.json"
     configs = held_out(build_run, args.budgets, args.n, args.seed)
-    old = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    old = json.loads(out_path.read_text()) if out_path.is_file() else {}
     draw = {"budgets": args.budgets, "n": args.n, "seed": args.seed}
     result = old if (old.get("run"), old.get("draw")) == (str(args.run), draw) else {}
     result = result or {"run": str(args.run), "draw": draw, "ptq": {}, "variants": {}}
 
     def save() -> None:
-        atomic_write_json(args.out, result | {"machine": machine_info(args.threads)})
+        record = provenance(
+            __file__, data=data, seeds=[build_run.settings.seed, args.seed], chosen_on="val", reported_on="test",
+            threads=args.threads,
+        )  # fmt: skip
+        atomic_write_json(out_path, result | {"reference": args.reference, "provenance": record})
 
     for _, config in configs:
         if config.digest() not in result["ptq"]:
@@ -139,26 +185,31 @@ def main(argv: list[str] | None = None) -> int:
                 s: r2(split_metrics(build_run, ptq_logits(build_run, config, s), s)) for s in SPLITS
             }
             save()
-    per_config = per_config_baseline(args.per_config, args.run)
     for name, *pairs in args.variant:
-        changes = overrides(pairs)
+        changes, source = overrides(pairs)
         settings = variant_settings(build_run, changes)
         variant = result["variants"].get(name)
-        if variant is not None and variant["settings_digest"] != settings.digest():
-            raise SystemExit(f"--variant {name}: {args.out} holds it under other settings; name it differently")
-        if variant is None and settings.digest() == build_run.settings.digest():
+        if variant is not None and (variant["settings_digest"], variant.get("source")) != (settings.digest(), source):
+            raise SystemExit(f"--variant {name}: {out_path} holds it under other settings; name it differently")
+        if variant is None and settings.digest() == build_run.settings.digest() and source == "pareto":
+            history_file = build_run.run_dir.with_name(build_run.run_dir.name + ".training_set.json")
+            history = json.loads(history_file.read_text()) if history_file.is_file() else []
             variant = result["variants"][name] = {
                 "run": str(build_run.run_dir),  # the build's own settings: its adapter, not retrained
                 "settings_digest": settings.digest(),
+                "source": source,
                 "train_seconds": None,
+                "hypervolume_per_round": hypervolumes(history),
                 "rows": {},
             }
         elif variant is None:
-            run, seconds = train_settings(build_run, settings, args.work)
+            run, seconds, history = train_settings(build_run, settings, source, args.work)
             variant = result["variants"][name] = {
                 "run": str(run.run_dir),
                 "settings_digest": run.settings.digest(),
+                "source": source,
                 "train_seconds": round(seconds, 1),
+                "hypervolume_per_round": hypervolumes(history),
                 "rows": {},
             }
         variant["overrides"] = changes
@@ -172,13 +223,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(name, budget, {s: metrics[s]["accuracy"] for s in SPLITS}, flush=True)
                 save()
         variant["summary"] = {
-            s: summary(variant["rows"], {"ptq": {k: v[s]["accuracy"] for k, v in result["ptq"].items()}}
-                       | ({"per_config": per_config} if s == "test" else {}), s)
+            s: summary(variant["rows"], {"ptq": {k: v[s]["accuracy"] for k, v in result["ptq"].items()}}, s)
             for s in SPLITS
-        }  # fmt: skip
-        print(name, json.dumps(variant["summary"], indent=1), flush=True)
+        }
         save()
-    print(f"wrote {args.out}")
+    reference = result["variants"][args.reference]["rows"]
+    for name, variant in result["variants"].items():
+        if name != args.reference:
+            variant["vs_reference"] = {s: versus(variant["rows"], reference, s) for s in SPLITS}
+            print(name, "vs", args.reference, json.dumps(variant["vs_reference"]), flush=True)
+    save()
+    print(f"wrote {out_path}")
     return 0
 
 

@@ -260,17 +260,14 @@ def variant_run(run: Run, method: str, path: Path | None, profiles: list[DeviceP
     if path is None:
         return None, {}
     if not Run.is_complete(path):
-        from toolchain.search import ParetoConfigSource
-        from toolchain.search.sensitivity import module_type
+        from toolchain.build.training import training_source
 
         settings = TrainSettings.model_validate(run.settings.model_dump() | VARIANT_METHODS[method])
-        source = None
-        if profiles:  # as the build's training stage makes it (toolchain.build.training.train_run)
-            source = ParetoConfigSource.for_profiles(
-                profiles, run.specs, seed=run.settings.seed, probe_group=module_type
-            )
         ds = run_files.read_dataset(run.run_dir / run_files.DATA)
-        train_variant(run.run_dir / run_files.FLOAT_DIR, ds, run.run_dir, path, settings, config_source=source)
+        float_dir, source = run.run_dir / run_files.FLOAT_DIR, None
+        if profiles:  # as the build's training stage makes it
+            source = training_source(profiles, float_dir, ds.label_names, seed=run.settings.seed)
+        train_variant(float_dir, ds, run.run_dir, path, settings, config_source=source)
     other = Run.load(path)
     return other, {"dir": str(path), "settings": other.settings.model_dump(mode="json"), **stage_cost(other, "adapter")}
 

@@ -1,5 +1,5 @@
 """The training set that is never refined: the spread configurations `ParetoConfigSource` starts from,
-re-scored each round but kept. The baseline the refinement benches (search_refine_toy, search_refine_minilm)
+re-scored each round but kept. The baseline the refinement benches (search_refine_toy, adapter_variants source=spread)
 and tests compare the refinement with."""
 
 from __future__ import annotations

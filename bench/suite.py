@@ -56,6 +56,12 @@ BENCHMARKS = {
         "branch runs trained on spread vs budgeted configurations, and for fewer steps",
         "adapter_branch_training.json",
     ),
+    "adapter-variants": (
+        "adapter_variants",
+        "the build's adapter retrained per variant (settings overrides; the never-refined training set), on "
+        "held-out configurations, paired by configuration against a reference variant (needs a build's run)",
+        "adapter_variants_*.json",
+    ),
     "search": (
         "search_picks",
         "each profile's searched pick against the uniform within its cost, the best of 20 random feasible "

@@ -7,7 +7,7 @@ import torch
 
 from toolchain.adapter.configs import make_config
 from toolchain.adapter.mapper import ConfigMapper, Vocab
-from toolchain.adapter.settings import Grid
+from toolchain.adapter.settings import Grid, MapperContext
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
 from toolchain.quant.core import Scheme
@@ -48,3 +48,32 @@ def test_mapper_starts_near_identity_and_differs_per_configuration():
     assert (q2 - eye).abs().max() < 0.02
     assert (q2 - eye).abs().max() > 0  # near, not exactly: gradients reach every mapper layer
     assert not torch.equal(q2, q8)
+
+
+def _q_after_changing_layer_0(context: MapperContext) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    vocab = Vocab.of(SPECS, GRIDS)
+    mapper = ConfigMapper(vocab, rank=4, context=context, n_layers=len(SPECS))
+    with torch.no_grad():
+        mapper.net[-1].weight.normal_(std=0.1)  # a trained mapper, not one at its near-identity start
+    a = mapper(vocab.features(SPECS, make_config(SPECS, [2, 4, 4], [Grid()] * 3)))
+    b = mapper(vocab.features(SPECS, make_config(SPECS, [8, 4, 4], [Grid()] * 3)))
+    return a, b
+
+
+def test_own_context_mapper_ignores_the_other_layers_bits():
+    a, b = _q_after_changing_layer_0(MapperContext.OWN)
+    assert not torch.allclose(a[0], b[0])
+    assert torch.equal(a[1:], b[1:])
+
+
+def test_whole_context_mapper_sees_every_layers_bits():
+    """Layer 0's bits change the other layers' Q(c) too: each can compensate another's low bits."""
+    a, b = _q_after_changing_layer_0(MapperContext.WHOLE)
+    assert not torch.allclose(a[0], b[0])
+    assert (a[1:] - b[1:]).abs().amax(dim=(1, 2)).min() > 1e-4
+
+
+def test_whole_context_needs_the_layer_count():
+    with pytest.raises(ValueError, match="n_layers"):
+        ConfigMapper(Vocab.of(SPECS, GRIDS), rank=4, context=MapperContext.WHOLE)

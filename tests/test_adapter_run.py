@@ -211,6 +211,29 @@ def test_shared_lora_has_one_adapter_for_every_configuration(run, tiny_model_pat
     assert all(layer.lora_b.abs().sum() > 0 for layer in coa.layers)  # B starts at 0: the shared factors trained
 
 
+def test_whole_configuration_mapper_trains_and_merges_exactly(run, tiny_model_path, tiny_data, tmp_path):
+    """mapper_context=whole: the mapper's view of every layer's bits trains, and the shipped integers are
+    still the ones the training forward computed with."""
+    _copy_float_stage(run, tmp_path)
+    s = TrainSettings.model_validate(SETTINGS.model_dump() | {"mapper_context": "whole", "steps": 10})
+    whole = train(tiny_model_path, tiny_data, tmp_path, s, progress=False)
+    coa = whole.adapter_model
+    assert "mapper.whole.weight" in coa.trainable_state()
+    n = len(whole.specs)
+    qs = []
+    for bits in ([2] * n, [8] + [2] * (n - 1)):
+        coa.set_config(make_config(whole.specs, bits, [Grid()] * n))
+        qs.append([layer.current.q for layer in coa.layers[1:]])
+    assert all(not torch.equal(a, b) for a, b in zip(*qs))  # layer 0's bits reach every other layer's Q(c)
+    inputs = encode(whole.tokenizer, whole.splits.test.texts, s.max_length)
+    for config in _configs(whole, 2):
+        with torch.no_grad():
+            coa.set_config(config)
+            trained = coa(**inputs)
+            shipped = whole.quantized_model(config)(**inputs).logits
+        assert (trained - shipped).abs().max().item() <= 1e-5
+
+
 class MeasuringSource(RandomConfigSource):
     """The default source plus what a Pareto source measures at its first refinement: sensitivities."""
 

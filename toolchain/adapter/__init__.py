@@ -13,7 +13,7 @@ from toolchain.adapter.configs import (
     make_config,
 )
 from toolchain.adapter.run import Run
-from toolchain.adapter.settings import ConfigWeighting, DeltaUnits, ForwardMode, Grid, TrainSettings
+from toolchain.adapter.settings import ConfigWeighting, DeltaUnits, ForwardMode, Grid, MapperContext, TrainSettings
 from toolchain.adapter.training import train
 from toolchain.config_source import ConfigSource
 
@@ -25,6 +25,7 @@ __all__ = [
     "FixedConfigSource",
     "ForwardMode",
     "Grid",
+    "MapperContext",
     "Run",
     "RandomConfigSource",
     "TrainSettings",

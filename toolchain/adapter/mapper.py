@@ -5,6 +5,11 @@ r x r matrix Q(c) between the shared low-rank factors: delta(c) = B Q(c) A.
 Each field is embedded (8 dims), concatenated, then LayerNorm -> Linear -> SiLU -> Linear -> r*r, added to
 the identity. The last Linear starts tiny, so Q(c) starts near I and every configuration starts with the
 same plain LoRA product B A.
+
+That is the authors' mapper (`MapperContext.OWN`): a layer's Q(c) depends on its own format and place only,
+so it cannot compensate one layer's low bits in another. `MapperContext.WHOLE` adds, to every layer's row,
+one more embedding: a Linear map of the bits of every layer of the model (the same vector for all rows), so
+each layer's Q(c) can depend on the whole configuration.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from toolchain.adapter.settings import Grid
+from toolchain.adapter.settings import Grid, MapperContext
 from toolchain.bitconfig import BitConfig
 from toolchain.errors import BadInputError
 from toolchain.models import LayerSpec
@@ -62,13 +67,29 @@ class Vocab:
 
 
 class ConfigMapper(nn.Module):
-    """(L, 5) configuration features -> (L, r, r) matrices Q(c), near identity at init."""
+    """(L, 5) configuration features -> (L, r, r) matrices Q(c), near identity at init; with
+    `context=WHOLE` and `n_layers` = L, each row also sees every layer's bits."""
 
-    def __init__(self, vocab: Vocab, rank: int, embed_dim: int = 8, hidden: int = 64):
+    def __init__(
+        self,
+        vocab: Vocab,
+        rank: int,
+        embed_dim: int = 8,
+        hidden: int = 64,
+        *,
+        context: MapperContext = MapperContext.OWN,
+        n_layers: int | None = None,
+    ):
         super().__init__()
         sizes = [len(_BITS), len(vocab.block_sizes), len(_SCHEMES), vocab.n_index, len(vocab.kinds)]
         self.embeds = nn.ModuleList(nn.Embedding(n, embed_dim) for n in sizes)
         width = embed_dim * len(sizes)
+        self.context = context
+        if context is MapperContext.WHOLE:
+            if not n_layers:
+                raise ValueError("a whole-configuration mapper needs n_layers")
+            self.whole = nn.Linear(n_layers, embed_dim)  # bits of every layer, scaled to [0, 1]
+            width += embed_dim
         self.net = nn.Sequential(
             nn.LayerNorm(width), nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, rank * rank)
         )
@@ -78,5 +99,9 @@ class ConfigMapper(nn.Module):
         self.register_buffer("eye", torch.eye(rank), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([emb(features[:, i]) for i, emb in enumerate(self.embeds)], dim=-1)  # (L, 5*E)
+        parts = [emb(features[:, i]) for i, emb in enumerate(self.embeds)]
+        if self.context is MapperContext.WHOLE:
+            bits = features[:, 0].to(self.eye.dtype) / (len(_BITS) - 1)  # (L,) every layer's bits in [0, 1]
+            parts.append(self.whole(bits).expand(len(features), -1))
+        x = torch.cat(parts, dim=-1)  # (L, 5*E), or (L, 6*E) with the whole configuration
         return self.eye + self.net(x).view(-1, self.rank, self.rank)  # (L, r, r)

@@ -57,7 +57,14 @@ class CoAModel(nn.Module):
         for p in self.net.classifier.parameters():
             p.requires_grad_(True)  # the task head trains jointly
         self.vocab = Vocab.of(self.specs, settings.grids)
-        self.mapper = ConfigMapper(self.vocab, settings.rank, settings.embed_dim, settings.mapper_hidden)
+        self.mapper = ConfigMapper(
+            self.vocab,
+            settings.rank,
+            settings.embed_dim,
+            settings.mapper_hidden,
+            context=settings.mapper_context,
+            n_layers=len(self.specs),
+        )
         self.configured = settings.mapper  # False: Q(c) = I, the mapper never trains (Shared-LoRA)
         for p in self.mapper.parameters():
             p.requires_grad_(self.configured)

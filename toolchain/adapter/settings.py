@@ -72,6 +72,13 @@ class ConfigWeighting(StrEnum):
     GEOMETRIC = "geometric"  # log of each: every configuration's gradient divided by its own loss
 
 
+class MapperContext(StrEnum):
+    """What one layer's Q(c) sees of the configuration (toolchain.adapter.mapper)."""
+
+    OWN = "own"  # its own bits, granularity and scheme, block index and module type (the authors' mapper)
+    WHOLE = "whole"  # that, plus the bits of every layer of the model
+
+
 class TrainSettings(BaseModel):
     """Float fine-tune + configuration-aware adapter training. Defaults: about 8 minutes on MR, 2 CPU cores."""
 
@@ -122,6 +129,10 @@ class TrainSettings(BaseModel):
         description="False: Q(c) = I for every configuration, one shared adapter (the CoA-LoRA paper's "
         "Shared-LoRA baseline; measured by bench/compare.py)",
     )
+    mapper_context: MapperContext = Field(
+        default=MapperContext.OWN,
+        description="what a layer's Q(c) sees: its own format and place, or also every layer's bits (WHOLE)",
+    )
     embed_dim: int = Field(default=8, ge=1)
     mapper_hidden: int = Field(default=64, ge=1)
 
@@ -142,6 +153,8 @@ class TrainSettings(BaseModel):
             raise ValueError(f"grids: duplicates in {[g.key for g in self.grids]}")
         if len(set(self.tables)) != len(self.tables):
             raise ValueError("tables: duplicate formats")
+        if self.mapper_context is MapperContext.WHOLE and not self.mapper:
+            raise ValueError("mapper_context: 'whole' needs the mapper (mapper is false: Q(c) = I)")
         if self.batch_size < self.configs_per_step:
             raise ValueError(f"batch_size {self.batch_size} < configs_per_step {self.configs_per_step}")
         return self

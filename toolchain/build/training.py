@@ -30,6 +30,21 @@ def training_settings(profiles: Sequence[DeviceProfile], specs=None, **overrides
     return TrainSettings(bits=list(union.bits), grids=grids, tables=tables, **overrides)
 
 
+def training_source(profiles: Sequence[DeviceProfile], model_dir: Path, label_names, *, seed: int, source_cls=None):
+    """The configuration set the build's adapter trains on: a ParetoConfigSource (or `source_cls`, a
+    subclass) over every profile's search profile (its budget left after the embedding tables, head, biases
+    and norms: toolchain.whole_model.search_profiles), its sensitivity probed per module type."""
+    from toolchain.models import load_model, quantizable_layers
+    from toolchain.search.refine import ParetoConfigSource
+    from toolchain.search.sensitivity import module_type
+    from toolchain.whole_model import search_profiles
+
+    net = load_model(model_dir, label_names)[0]
+    specs = quantizable_layers(net)
+    cls = source_cls or ParetoConfigSource
+    return cls.for_profiles(search_profiles(profiles, net, specs), specs, seed=seed, probe_group=module_type)
+
+
 def train_run(
     model: Path | None,
     data: str | None,
@@ -47,22 +62,13 @@ def train_run(
     `profiles` are device profiles: the training set is drawn around their search budgets
     (toolchain.whole_model.search_profiles)."""
     from toolchain.adapter import train
-    from toolchain.models import load_model, quantizable_layers
-    from toolchain.search.refine import ParetoConfigSource
-    from toolchain.search.sensitivity import module_type
-    from toolchain.whole_model import search_profiles
 
     dataset = load_dataset(data)
     model_dir = Path(model) if model else default_model_path()
     overrides = {"seed": seed, "forward": forward} | ({"steps": steps} if steps is not None else {})
     overrides |= {"rank": rank} if rank else {}
     settings = training_settings(profiles, **overrides)
-    source = None
-    if profiles:
-        net = load_model(model_dir, dataset.label_names)[0]
-        specs = quantizable_layers(net)
-        budgets = search_profiles(profiles, net, specs)
-        source = ParetoConfigSource.for_profiles(budgets, specs, seed=seed, probe_group=module_type)
+    source = training_source(profiles, model_dir, dataset.label_names, seed=seed) if profiles else None
     run = train(model_dir, dataset, out, settings, config_source=source, progress=progress)
     if source is not None and source.history:
         atomic_write_json(Path(out).parent / f"{Path(out).name}.training_set.json", source.history)
