@@ -119,13 +119,14 @@ def paired(a: list[float], b: list[float]) -> dict:
     """Mean of a - b over paired held-out configurations, its 95 % t interval and the paired t-test's p."""
     diffs = [x - y for x, y in zip(a, b, strict=True)]
     mean = statistics.mean(diffs)
-    if len(diffs) < 2 or not any(d != diffs[0] for d in diffs):
-        return {"mean": round(mean, 4), "ci95": [round(mean, 4)] * 2, "p": 1.0 if mean == 0 else 0.0, "n": len(diffs)}
+    if len(diffs) < 2 or all(d == diffs[0] for d in diffs):  # no spread: the t-test is undefined
+        p = 1.0 if mean == 0 else None
+        return {"mean": round(mean, 4), "ci95": [round(mean, 4)] * 2, "p": p, "n": len(diffs), "significant": False}
     test = ttest_rel(a, b)
     ci = test.confidence_interval(0.95)
     return {
         "mean": round(mean, 4),
-        "ci95": [round(ci.low, 4), round(ci.high, 4)],
+        "ci95": [round(float(ci.low), 4), round(float(ci.high), 4)],
         "p": round(float(test.pvalue), 5),
         "n": len(diffs),
         "significant": bool(test.pvalue < 0.05),
@@ -191,24 +192,20 @@ def main(argv: list[str] | None = None) -> int:
         variant = result["variants"].get(name)
         if variant is not None and (variant["settings_digest"], variant.get("source")) != (settings.digest(), source):
             raise SystemExit(f"--variant {name}: {out_path} holds it under other settings; name it differently")
-        if variant is None and settings.digest() == build_run.settings.digest() and source == "pareto":
-            history_file = build_run.run_dir.with_name(build_run.run_dir.name + ".training_set.json")
-            history = json.loads(history_file.read_text()) if history_file.is_file() else []
-            variant = result["variants"][name] = {
-                "run": str(build_run.run_dir),  # the build's own settings: its adapter, not retrained
-                "settings_digest": settings.digest(),
-                "source": source,
-                "train_seconds": None,
-                "hypervolume_per_round": hypervolumes(history),
-                "rows": {},
-            }
-        elif variant is None:
-            run, seconds, history = train_settings(build_run, settings, source, args.work)
+        if variant is None:
+            if settings.digest() == build_run.settings.digest() and source == "pareto":
+                # the build's own settings and set: its adapter, not retrained
+                run, seconds = build_run, None
+                path = run.run_dir.with_name(run.run_dir.name + ".training_set.json")  # as train_run writes it
+                history = json.loads(path.read_text()) if path.is_file() else []
+            else:
+                run, seconds, history = train_settings(build_run, settings, source, args.work)
+                seconds = round(seconds, 1)
             variant = result["variants"][name] = {
                 "run": str(run.run_dir),
                 "settings_digest": run.settings.digest(),
                 "source": source,
-                "train_seconds": round(seconds, 1),
+                "train_seconds": seconds,
                 "hypervolume_per_round": hypervolumes(history),
                 "rows": {},
             }
