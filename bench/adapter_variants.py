@@ -42,7 +42,7 @@ from scipy.stats import ttest_rel
 from spread_source import SpreadOnlySource
 
 from toolchain.adapter import Run, TrainSettings, run_files
-from toolchain.build.training import training_source
+from toolchain.build.training import training_set_path, training_source
 from toolchain.io import atomic_write_json, sha256_file
 from toolchain.models import default_model_path
 from toolchain.profiles import default_profiles_dir, load_profiles
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             if settings.digest() == build_run.settings.digest() and source == "pareto":
                 # the build's own settings and set: its adapter, not retrained
                 run, seconds = build_run, None
-                path = run.run_dir.with_name(run.run_dir.name + ".training_set.json")  # as train_run writes it
+                path = training_set_path(run.run_dir)
                 history = json.loads(path.read_text()) if path.is_file() else []
             else:
                 run, seconds, history = train_settings(build_run, settings, source, args.work)

@@ -43,6 +43,7 @@ from toolchain.build.device_search import (
     TIE_SE,
     SplitDocs,
     accuracy_tie,
+    arithmetic,
     run_layer_costs,
     run_search_profiles,
     search_run,
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     # counts high enough that the time binds: the prefix search may spend all of the build search's time
     prefix_settings = SearchSettings(seconds=build_s, rule=Rule.ACCURACY, proposals=4, rounds=50, local=50)
 
-    def prefix_scorers(table):
-        return prefix.scorer(run, table), None
+    def prefix_scorers(profile):
+        return prefix.scorer(run, *arithmetic(profile)), None
 
     t = time.perf_counter()
     by_prefix = search_run(
@@ -97,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     val_logits: dict[tuple[str, str], torch.Tensor] = {}
     test_logits: dict[tuple[str, str], torch.Tensor] = {}
 
-    def on(docs: SplitDocs, store: dict, config: BitConfig, table) -> torch.Tensor:
-        key = (quant_key(config), str(table))
+    def on(docs: SplitDocs, store: dict, config: BitConfig, scored) -> torch.Tensor:
+        key = (quant_key(config), str(scored))
         if key not in store:
-            store[key] = docs.logits(run, config, table)
+            store[key] = docs.logits(run, config, *scored)
         return store[key]
 
     rows, rule_votes = [], {name: [] for name in _RULES}
@@ -108,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         space = SearchSpace.from_profile(prof, run.specs)
         if sum(len(space.levels(v)) for v in space.variants()) == 1:
             continue  # one choice (x86_vnni_server: int8 per channel): nothing to search or compare
-        table = prof.embeddings
+        scored = arithmetic(prof)
         pick = build.selection(prof.name).config
         prefix_pick = by_prefix.selection(prof.name).config
         uniforms = _uniforms_within(space, prof, pick)
         randoms = random_feasible(prof, run.specs, args.random, seed=args.seed)
         pool = {quant_key(c): c for c in [pick, prefix_pick, *uniforms, *randoms]}
-        val_of = {k: on(val, val_logits, c, table) for k, c in pool.items()}
+        val_of = {k: on(val, val_logits, c, scored) for k, c in pool.items()}
 
         arms = {
             "search": pick,
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             "uniform": _best(uniforms, val_of, val, tie),
             "best_random": _best(randoms, val_of, val, tie),
         }
-        test_of = {name: on(test, test_logits, c, table) for name, c in arms.items() if c is not None}
+        test_of = {name: on(test, test_logits, c, scored) for name, c in arms.items() if c is not None}
         row = {"profile": prof.name, "pool": len(pool), "arms": {}}
         for name, c in arms.items():
             if c is None:

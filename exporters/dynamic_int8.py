@@ -11,8 +11,12 @@ fed the float MatMul goes. DynamicQuantizeLinear quantizes the whole input tenso
 range that includes 0, computed at run time (ONNX semantics); `dynamic_fake_quantize` is the same arithmetic
 in torch, for the scorer and the torch twin.
 
-MatMulInteger needs int8 containers and one scale per output channel (no blocks): the profile enforces that.
-A Gemm site (a 2-D head layer) takes the same chain, its bias added after the scaling.
+MatMulInteger reads int8 and one scale per output channel (no blocks): the profile enforces that. A layer
+stored in an int4 or int2 container keeps its packed integers in the file and feeds MatMulInteger through
+`Cast(to=INT8)`; onnxruntime's constant folding turns that Cast into an int8 initializer when it loads the
+session, so the file is as small as the container and the kernel is the same int8 one (the weights take
+8 bits each in memory). A Gemm site (a 2-D head layer) takes the same chain, its bias added after the
+scaling.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from toolchain.errors import EdgeqError
+from toolchain.exporters.qdq_weights import int_tensor
 from toolchain.exporters.weight_sites import WeightSite
+from toolchain.profiles import DYNAMIC_CONTAINERS
 from toolchain.quant.containers import Container
 
 UINT8_MAX = 255
@@ -60,12 +66,12 @@ def _plain_gemm(node: onnx.NodeProto) -> bool:
     )
 
 
-def _weight_in_out(qweight: TensorProto, site: WeightSite) -> None:
-    """Store a layer's int8 integers (in, out), as MatMulInteger's B input reads them."""
+def _weight_in_out(qweight: TensorProto, site: WeightSite, container: Container) -> None:
+    """Store a layer's integers (in, out), as MatMulInteger's B input reads them, in their container."""
     if site.transposed:
         return
-    q = np.frombuffer(qweight.raw_data, np.int8).reshape(tuple(qweight.dims))
-    qweight.CopyFrom(helper.make_tensor(qweight.name, TensorProto.INT8, list(q.T.shape), q.T.tobytes(), raw=True))
+    q = numpy_helper.to_array(qweight).astype(np.int8)
+    qweight.CopyFrom(int_tensor(qweight.name, np.ascontiguousarray(q.T), container))
 
 
 def rewrite_dynamic_int8(
@@ -93,17 +99,25 @@ def rewrite_dynamic_int8(
             raise EdgeqError(
                 f"export: layer {layer!r}: int8_dynamic cannot rewrite Gemm {node.name!r} (alpha, beta or transA set)"
             )
-        if containers[layer] is not Container.INT8:
-            raise EdgeqError(f"export: layer {layer!r}: int8_dynamic needs an int8 container, got {containers[layer]}")
+        container = containers[layer]
+        if container not in DYNAMIC_CONTAINERS:
+            raise EdgeqError(
+                f"export: layer {layer!r}: int8_dynamic needs a signed container "
+                f"({', '.join(DYNAMIC_CONTAINERS)}), got {container}"
+            )
         qweight, scale = layer_tensors[layer][:2]
         if len(layer_tensors[layer]) > 2 or len(inits[scale].dims) != 1:
             raise EdgeqError(
                 f"export: layer {layer!r}: int8_dynamic needs symmetric per-channel weights "
                 f"(one scale per output channel, no zero point)"
             )
-        _weight_in_out(inits[qweight], site)
+        _weight_in_out(inits[qweight], site, container)
         x = node.input[0]
         nodes = []
+        if container is not Container.INT8:  # widened once at session load (constant folding)
+            widened = f"{qweight}.int8"
+            nodes.append(helper.make_node("Cast", [qweight], [widened], name=f"{layer}/Widen", to=TensorProto.INT8))
+            qweight = widened
         if x not in quantized_inputs:  # short tensor names: they are stored once per use, 38 layers each
             stem = f"dynq{len(quantized_inputs)}"
             quantized_inputs[x] = (f"{stem}.q", f"{stem}.scale", f"{stem}.zp")

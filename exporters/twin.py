@@ -46,6 +46,15 @@ def _dynamic_hook(_module: nn.Module, args: tuple) -> tuple:
     return (dynamic_fake_quantize(args[0]), *args[1:])
 
 
+def quantize_inputs_dynamically(model: nn.Module, extra: list[str] = ()) -> nn.Module:
+    """`model` (in place) with the input of every QuantLinear, and of the `extra` named Linears, fake
+    quantized per call as DynamicQuantizeLinear does: the dynamic int8 path's activation arithmetic."""
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]  # no branch: profiles refuse it
+    for m in layers + [model.get_submodule(n) for n in extra]:
+        m.register_forward_pre_hook(_dynamic_hook)
+    return model
+
+
 def torch_twin(
     model: nn.Module,
     *,
@@ -72,10 +81,7 @@ def torch_twin(
     for layer, qp in (activation_qparams or {}).items():
         twin.get_submodule(layer).register_forward_pre_hook(_pre_hook(qp))
     if dynamic_activations:
-        integer = [m for m in twin.modules() if isinstance(m, QuantLinear)]  # no branch: profiles refuse it
-        integer += [twin.get_submodule(n) for n in head]
-        for m in integer:
-            m.register_forward_pre_hook(_dynamic_hook)
+        quantize_inputs_dynamically(twin, list(head))
     return twin
 
 

@@ -35,6 +35,7 @@ PATHS = {
     "rpi5": (4, "MatMulNBits"),
     "npu_int8": (8, "MatMulIntegerToFloat"),
     "x86_vnni_server": (8, "DynamicQuantizeMatMul"),
+    "x86_vnni_compact": (4, "DynamicQuantizeMatMul"),
 }
 
 
@@ -142,7 +143,11 @@ def _x86_with(**changes) -> dict:
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"weights__containers": ["int4", "int8"], "weights__bits": [4, 8]}, "reads int8 weights only"),
+        ({"weights__containers": ["uint8"]}, "reads signed integers widened to int8"),
+        (
+            {"weights__containers": ["int4", "int8"], "weights__bits": [4, 8], "onnx__opset": 21},
+            "widens int4 to int8 with a Cast at opset >= 21, which onnxruntime runs from 1.23; got 1.16",
+        ),
         ({"weights__block_sizes": [128], "onnx__opset": 21}, "one scale per output channel"),
         ({"onnx__op_sets": ["transformer", "qdq_weights"]}, "int8_dynamic needs int8_dynamic in onnx.op_sets"),
         ({"adapter_branch": True}, "adapter_branch: not supported with activations: int8_dynamic"),
@@ -157,6 +162,69 @@ def test_int8_dynamic_profile_file_error_names_the_file(tmp_path):
     import yaml
 
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(_x86_with(weights__containers=["int4", "int8"])))
+    path.write_text(yaml.safe_dump(_x86_with(weights__containers=["uint8"])))
     with pytest.raises(BadInputError, match=r"bad.yaml: weights.containers: activations: int8_dynamic"):
         load_profile(path)
+
+
+def _optimized(path, tmp_path) -> onnx.ModelProto:
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return onnx.load(opts.optimized_model_filepath)
+
+
+def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(tiny, tmp_path):
+    """x86_vnni_compact stores 4-bit layers in int4 and widens them with a Cast that onnxruntime folds at
+    load: the file holds int4 initializers, the optimized graph int8 ones on the fused kernel, and the
+    logits equal those of the same integers stored as int8."""
+    model, tok = tiny
+    compact = load_profile(default_profiles_dir() / "x86_vnni_compact.yaml")
+    as_int8 = DeviceProfile.model_validate(
+        compact.model_dump(mode="json")
+        | {"name": "as_int8"}
+        | {"weights": {**compact.weights.model_dump(mode="json"), "containers": ["int8"]}}
+    )
+    outs, sizes = {}, {}
+    for profile in (compact, as_int8):
+        cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
+        result = export_model(quantize_model(model, cfg), tok, profile, cfg, tmp_path / profile.name / "model.onnx")
+        graph = onnx.load(str(result.model_path)).graph
+        qweights = [i for i in graph.initializer if i.name.endswith(".qweight")]
+        widen = [n for n in graph.node if n.op_type == "Cast" and n.name.endswith("/Widen")]
+        if profile is compact:
+            assert {i.data_type for i in qweights if len(i.dims) == 2} >= {TensorProto.INT4}
+            assert len(widen) == len(quantizable_layers(model))
+            opt = _optimized(result.model_path, tmp_path / profile.name)
+            assert not any(n.op_type == "Cast" and n.name.endswith("/Widen") for n in opt.graph.node)
+            assert {i.data_type for i in opt.graph.initializer if i.name.endswith(".qweight.int8")} == {
+                TensorProto.INT8
+            }
+        else:
+            assert widen == []
+        sess = ort.InferenceSession(str(result.model_path), providers=["CPUExecutionProvider"])
+        enc = encode(tok, TEXTS)
+        outs[profile.name] = sess.run(None, {i.name: enc[i.name].numpy() for i in sess.get_inputs()})[0]
+        sizes[profile.name] = result.model_path.stat().st_size
+    np.testing.assert_array_equal(outs["x86_vnni_compact"], outs["as_int8"])
+    assert sizes["x86_vnni_compact"] < sizes["as_int8"]
+
+
+def test_the_search_scores_the_dynamic_path_with_its_activation_rounding(tiny):
+    """A dynamic int8 profile's configurations are scored as its device computes them: every quantized
+    layer's input rounded per call, the torch twin's arithmetic; the other paths with float activations."""
+    from types import SimpleNamespace
+
+    from toolchain.build.device_search import SplitDocs, arithmetic
+    from toolchain.exporters.twin import torch_twin
+
+    model, tok = tiny
+    cfg = config_from_bits(quantizable_layers(model), 4)
+    run = SimpleNamespace(quantized_model=lambda config, table=None: quantize_model(model, config))
+    docs = SplitDocs((encode(tok, TEXTS),), tuple(range(len(TEXTS))), None)
+    by_name = {n: load_profile(default_profiles_dir() / f"{n}.yaml") for n in ("x86_vnni_compact", "rpi5", "npu_int8")}
+    assert [arithmetic(p)[1] for p in by_name.values()] == [True, False, False]
+    dynamic = docs.logits(run, cfg, *arithmetic(by_name["x86_vnni_compact"]))
+    twin = predict_logits(torch_twin(quantize_model(model, cfg), dynamic_activations=True), tok, TEXTS)
+    assert (dynamic - twin).abs().max() <= 1e-7
+    assert (dynamic - docs.logits(run, cfg)).abs().max() > 1e-6  # the rounding is really applied

@@ -114,11 +114,13 @@ def test_no_float_copy_of_quantized_weights(exported):
             arr = onnx.numpy_helper.to_array(init)
             assert not any(arr.shape == w.shape and np.array_equal(arr, w) for w in dense), init.name
             assert not any(arr.shape == w.T.shape and np.array_equal(arr, w.T) for w in dense), init.name
-    weight_readers = ("DequantizeLinear", "MatMulInteger")  # weight-only / static paths; dynamic path
+    # the input that reads a layer's integers: weight-only / static paths; dynamic path, int8 containers;
+    # dynamic path, int4 / int2 containers widened to int8 first
+    weight_input = {"DequantizeLinear": 0, "MatMulInteger": 1, "Cast": 0}
     n_weights = sum(
         1
         for n in model.graph.node
-        if n.op_type in weight_readers and n.input[weight_readers.index(n.op_type)].endswith(".qweight")
+        if n.op_type in weight_input and n.input[weight_input[n.op_type]].endswith(".qweight")
     )
     n_head = len(read_metadata(model).head_tensors)
     assert n_weights == len(dense) + n_head  # an embedding's DequantizeLinear reads gathered rows, not a table

@@ -22,7 +22,7 @@ from toolchain.profiles import (
 from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme
 
-SHIPPED = ["aggressive_2bit", "mcu_tiny", "npu_int8", "rpi5", "x86_vnni_server"]
+SHIPPED = ["aggressive_2bit", "mcu_tiny", "npu_int8", "rpi5", "x86_vnni_compact", "x86_vnni_server"]
 
 
 def _shipped(profiles_dir: Path, name: str) -> dict:
@@ -84,6 +84,11 @@ def test_shipped_profiles_model_their_devices(profiles_dir: Path) -> None:
     assert x86.activations is ActivationQuant.INT8_DYNAMIC
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= x86.onnx.allowed_ops()
     assert x86.weights.containers == [Container.INT8] and x86.granularities() == [None]
+    compact = by_name["x86_vnni_compact"]
+    assert compact.activations is ActivationQuant.INT8_DYNAMIC and compact.granularities() == [None]
+    assert compact.weights.container_for(3, Scheme.SYMMETRIC) is Container.INT4
+    assert compact.weights.container_for(5, Scheme.SYMMETRIC) is Container.INT8
+    assert compact.onnx.ort_version >= (1, 23) and "BitShift" in compact.onnx.allowed_ops()
 
 
 # ---- malformed profiles: each a mutation of a shipped file --------------------------------------------

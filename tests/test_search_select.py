@@ -246,31 +246,35 @@ def test_build_search_computes_the_layer_costs_once_for_every_group(monkeypatch,
     run = SimpleNamespace(specs=SPECS)
     settings = SearchSettings(seconds=60.0)
     device_search.search_run(
-        run, list(profiles.values()), progress=False, settings=settings, scorer_for=lambda table: (None, None)
+        run, list(profiles.values()), progress=False, settings=settings, scorer_for=lambda profile: (None, None)
     )
-    assert len(computed) == 1 and len(calls) == len({_table(p) for p in profiles.values()}) > 1
+    assert len(computed) == 1 and len(calls) == len({_scored(p) for p in profiles.values()}) > 1
     assert all(kw["costs"] == "costs" for _, _, kw in calls)
     shares = [kw["settings"].seconds for _, _, kw in calls]
     assert sum(shares) == pytest.approx(60.0)
     assert shares == pytest.approx([60.0 * len(group) / len(profiles) for group, _, _ in calls])
 
 
-def _table(profile):
-    return None if profile.embeddings is None else profile.embeddings.model_dump_json()
+def _scored(profile):
+    from toolchain.build.device_search import arithmetic
+
+    table, dynamic = arithmetic(profile)
+    return None if table is None else table.model_dump_json(), dynamic
 
 
-def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, profiles):
-    """Profiles are searched in groups of one embedding table format, each scored with that format; the
-    shared front's evaluations are shared out over the groups."""
+def test_build_search_scores_each_group_with_its_profiles_arithmetic(monkeypatch, profiles):
+    """Profiles are searched in groups of one scored arithmetic (embedding table format, dynamic int8
+    activations or not), each scored with it; the shared front's evaluations are shared out over the
+    groups."""
     from toolchain.build import device_search
 
     calls, built = [], []
     _fake_search(monkeypatch, calls)
     monkeypatch.setattr(device_search.SplitDocs, "of", lambda *a, **kw: pytest.fail("default scorer built"))
 
-    def scorer_for(table):
-        built.append(table)
-        return (lambda config: (table, config)), (lambda config: ("confirm", table, config))
+    def scorer_for(profile):
+        built.append(_scored(profile))
+        return (lambda config: (profile.name, config)), (lambda config: ("confirm", profile.name, config))
 
     run = SimpleNamespace(specs=SPECS)
     settings = SearchSettings(seconds=None)
@@ -278,12 +282,13 @@ def test_build_search_scores_each_group_with_its_profiles_tables(monkeypatch, pr
         run, list(profiles.values()), progress=False, scorer_for=scorer_for, settings=settings, costs="costs"
     )
     assert sorted(p.name for group, _, _ in calls for p in group) == sorted(profiles)
-    for (group, score, kw), table in zip(calls, built, strict=True):
-        assert {_table(p) for p in group} == {_table(SimpleNamespace(embeddings=table))}
-        assert score("config") == (table, "config")
-        assert kw["confirm"]("config") == ("confirm", table, "config")
+    for (group, score, kw), scored in zip(calls, built, strict=True):
+        assert {_scored(p) for p in group} == {scored}
+        assert score("config") == (group[0].name, "config")
+        assert kw["confirm"]("config") == ("confirm", group[0].name, "config")
         assert kw["costs"] == "costs"
-    assert len(built) == len(set(map(str, built)))
+    assert len(built) == len(set(built))
+    assert {dynamic for _, dynamic in built} == {False, True}  # x86 profiles are scored apart
 
 
 def test_accuracy_rule_gives_ties_to_the_most_bits_not_to_kl(profiles):

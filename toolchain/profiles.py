@@ -271,15 +271,29 @@ def _cross_field_problems(p: DeviceProfile) -> list[str]:
     return problems
 
 
+# Signed containers a MatMulInteger can read: int8 directly, int4 and int2 through a Cast to int8 that
+# onnxruntime folds into an int8 initializer when it loads the session (docs/compute-paths.md).
+DYNAMIC_CONTAINERS = (Container.INT8, Container.INT4, Container.INT2)
+WIDENING_ORT = (1, 23)  # the first onnxruntime with a Cast kernel at opset 21 (1.22.1 has none; checked)
+
+
 def _dynamic_problems(p: DeviceProfile) -> list[str]:
-    """MatMulInteger reads int8 weights with one scale per output channel, and nothing else."""
+    """MatMulInteger reads signed integers with one scale per output channel, and nothing else."""
     out = []
     if OpSet.INT8_DYNAMIC not in p.onnx.op_sets:
         out.append("activations: int8_dynamic needs int8_dynamic in onnx.op_sets")
-    if p.weights.containers != [Container.INT8]:
+    if not set(p.weights.containers) <= set(DYNAMIC_CONTAINERS):
         out.append(
-            f"weights.containers: activations: int8_dynamic computes with MatMulInteger, which reads int8 "
-            f"weights only; got [{', '.join(p.weights.containers)}], allowed: [int8]"
+            f"weights.containers: activations: int8_dynamic computes with MatMulInteger, which reads signed "
+            f"integers widened to int8; got [{', '.join(p.weights.containers)}], "
+            f"allowed: [{', '.join(DYNAMIC_CONTAINERS)}]"
+        )
+    sub_byte = [c for c in p.weights.containers if c.bits < 8]
+    if sub_byte and p.onnx.ort_version < WIDENING_ORT:
+        out.append(
+            f"onnx.min_onnxruntime: activations: int8_dynamic widens {', '.join(sub_byte)} to int8 with a "
+            f"Cast at opset >= 21, which onnxruntime runs from {'.'.join(map(str, WIDENING_ORT))}; "
+            f"got {p.onnx.min_onnxruntime}"
         )
     if p.weights.schemes != [Scheme.SYMMETRIC]:
         out.append("weights.schemes: activations: int8_dynamic needs [symmetric] (weight zero point 0)")

@@ -24,7 +24,7 @@ import torch
 
 from toolchain.bitconfig import BitConfig
 from toolchain.io import atomic_write_json
-from toolchain.profiles import DeviceProfile, EmbeddingQuant
+from toolchain.profiles import ActivationQuant, DeviceProfile, EmbeddingQuant
 
 FISHER_TOKENS = 2_048  # of validation documents the Fisher information is computed on
 SCREEN_TOKENS = 8_192  # of validation documents each candidate is screened on
@@ -53,8 +53,8 @@ def search_run(
     are searched in groups of one table format each; the screening time (`settings.seconds`) is shared out
     over the groups by their number of profiles. The layer costs (`run_layer_costs`, computed once) serve
     every group. `docs` are the (screen, confirm) documents (`search_docs`; built here when None).
-    `scorer_for(table)` replaces their scorers of a table format (benches; confirm None: choose on the
-    screen scores)."""
+    `scorer_for(profile)` replaces the scorers of the arithmetic `profile`'s device computes (`arithmetic`;
+    benches; confirm None: choose on the screen scores)."""
     import dataclasses
 
     from tqdm.auto import tqdm
@@ -65,20 +65,20 @@ def search_run(
     if scorer_for is None:
         screen, full = docs or search_docs(run)
 
-        def scorer_for(table):
-            return screen.scorer(run, table), full.scorer(run, table)
+        def scorer_for(profile):
+            return screen.scorer(run, *arithmetic(profile)), full.scorer(run, *arithmetic(profile))
 
     if settings is None:
         tie = accuracy_tie(full or SplitDocs.of(run, max_tokens=CONFIRM_TOKENS))
         settings = SearchSettings(seed=seed, accuracy_tie=tie, **BUILD_SEARCH)
     costs = costs or run_layer_costs(run, profiles)
-    groups: dict[EmbeddingQuant | None, list[DeviceProfile]] = {}
+    groups: dict[tuple[EmbeddingQuant | None, bool], list[DeviceProfile]] = {}
     for p in profiles:
-        groups.setdefault(p.embeddings, []).append(p)
+        groups.setdefault(arithmetic(p), []).append(p)
     parts = []
     with tqdm(desc="search", unit="config", disable=not progress, dynamic_ncols=True) as bar:
         for group in groups.values():
-            screen_score, confirm_score = scorer_for(group[0].embeddings)
+            screen_score, confirm_score = scorer_for(group[0])
 
             def counted(scorer):
                 def score(config: BitConfig):
@@ -99,6 +99,13 @@ def search_run(
             )
             parts.append(part)
     return merge_results(parts, [p.name for p in profiles])
+
+
+def arithmetic(profile: DeviceProfile) -> tuple[EmbeddingQuant | None, bool]:
+    """What the scorer reproduces of a profile's device: its embedding table format, and whether each
+    searched layer's input is quantized to int8 per call (the dynamic int8 path). Static int8 activations
+    are not modelled: their ranges are calibrated on the exported graph (docs/compute-paths.md)."""
+    return profile.embeddings, profile.activations is ActivationQuant.INT8_DYNAMIC
 
 
 def search_docs(run) -> tuple[SplitDocs, SplitDocs]:
@@ -179,18 +186,25 @@ class SplitDocs:
         return cls(batches, tuple(ds.labels[i] for i in order), ref)
 
     @torch.no_grad()
-    def logits(self, run, config: BitConfig, table: EmbeddingQuant | None = None) -> torch.Tensor:
+    def logits(
+        self, run, config: BitConfig, table: EmbeddingQuant | None = None, dynamic: bool = False
+    ) -> torch.Tensor:
         """(N, C) logits of `config`'s merged integers on these documents, in their order, with the embedding
-        tables in format `table` (an EmbeddingQuant; None: float)."""
+        tables in format `table` (an EmbeddingQuant; None: float) and, when `dynamic`, every quantized
+        layer's input rounded to int8 per call as the dynamic int8 path does."""
+        from toolchain.exporters.twin import quantize_inputs_dynamically
+
         model = run.quantized_model(config, table=table)
+        if dynamic:
+            quantize_inputs_dynamically(model)
         return torch.cat([model(**b).logits.float() for b in self.batches])
 
-    def scorer(self, run, table: EmbeddingQuant | None = None):
+    def scorer(self, run, table: EmbeddingQuant | None = None, dynamic: bool = False):
         """Metrics of a configuration's merged integers on these documents against the float model."""
         from toolchain.evaluate import metrics
 
         def score(config: BitConfig):
-            return metrics(self.logits(run, config, table), list(self.labels), self.reference)
+            return metrics(self.logits(run, config, table, dynamic), list(self.labels), self.reference)
 
         return score
 

@@ -71,8 +71,13 @@ def train_run(
     source = training_source(profiles, model_dir, dataset.label_names, seed=seed) if profiles else None
     run = train(model_dir, dataset, out, settings, config_source=source, progress=progress)
     if source is not None and source.history:
-        atomic_write_json(Path(out).parent / f"{Path(out).name}.training_set.json", source.history)
+        atomic_write_json(training_set_path(out), source.history)
     return run
+
+
+def training_set_path(run_dir: Path) -> Path:
+    """Where train_run records a run's training set per refinement round (beside the run directory)."""
+    return Path(run_dir).with_name(f"{Path(run_dir).name}.training_set.json")
 
 
 def train_branch_run(merged, model_dir: Path, dataset, profiles: Sequence[DeviceProfile], *, progress=True):
