@@ -186,6 +186,7 @@ def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(ti
         | {"weights": {**compact.weights.model_dump(mode="json"), "containers": ["int8"]}}
     )
     outs, sizes = {}, {}
+    enc = encode(tok, TEXTS)
     for profile in (compact, as_int8):
         cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
         result = export_model(quantize_model(model, cfg), tok, profile, cfg, tmp_path / profile.name / "model.onnx")
@@ -203,7 +204,6 @@ def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(ti
         else:
             assert widen == []
         sess = ort.InferenceSession(str(result.model_path), providers=["CPUExecutionProvider"])
-        enc = encode(tok, TEXTS)
         outs[profile.name] = sess.run(None, {i.name: enc[i.name].numpy() for i in sess.get_inputs()})[0]
         sizes[profile.name] = result.model_path.stat().st_size
     np.testing.assert_array_equal(outs["x86_vnni_compact"], outs["as_int8"])
