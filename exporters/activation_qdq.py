@@ -26,6 +26,8 @@ from toolchain.errors import EdgeqError
 from toolchain.exporters.weight_sites import WeightSite
 from toolchain.quant.containers import Container
 
+ACTIVATION_CONTAINER = Container.UINT8  # onnxruntime's CPU default for static QDQ activations
+
 
 class Calibration(StrEnum):
     MINMAX = "minmax"

@@ -13,10 +13,8 @@ in torch, for the scorer and the torch twin.
 
 MatMulInteger reads int8 and one scale per output channel (no blocks): the profile enforces that. A layer
 stored in an int4 or int2 container keeps its packed integers in the file and feeds MatMulInteger through
-`Cast(to=INT8)`; onnxruntime's constant folding turns that Cast into an int8 initializer when it loads the
-session, so the file is as small as the container and the kernel is the same int8 one (the weights take
-8 bits each in memory). A Gemm site (a 2-D head layer) takes the same chain, its bias added after the
-scaling.
+the widening Cast that `rewrite_weights(widen=True)` put before its DequantizeLinear (qdq_weights). A Gemm
+site (a 2-D head layer) takes the same chain, its bias added after the scaling.
 """
 
 from __future__ import annotations
@@ -112,12 +110,10 @@ def rewrite_dynamic_int8(
                 f"(one scale per output channel, no zero point)"
             )
         _weight_in_out(inits[qweight], site, container)
+        dq = producer[site.initializer]
+        b = dq.input[0]  # the integers, or their widening Cast (rewrite_weights, widen=True)
         x = node.input[0]
         nodes = []
-        if container is not Container.INT8:  # widened once at session load (constant folding)
-            widened = f"{qweight}.int8"
-            nodes.append(helper.make_node("Cast", [qweight], [widened], name=f"{layer}/Widen", to=TensorProto.INT8))
-            qweight = widened
         if x not in quantized_inputs:  # short tensor names: they are stored once per use, 38 layers each
             stem = f"dynq{len(quantized_inputs)}"
             quantized_inputs[x] = (f"{stem}.q", f"{stem}.scale", f"{stem}.zp")
@@ -131,7 +127,7 @@ def rewrite_dynamic_int8(
         t = f"mmi{len(replacement)}"
         scaled = f"{t}.y" if bias else node.output[0]
         nodes += [
-            helper.make_node("MatMulInteger", [x_q, qweight, x_zp], [f"{t}.i32"], name=f"{layer}/MatMulInteger"),
+            helper.make_node("MatMulInteger", [x_q, b, x_zp], [f"{t}.i32"], name=f"{layer}/MatMulInteger"),
             helper.make_node("Cast", [f"{t}.i32"], [f"{t}.acc"], name=f"{layer}/Cast", to=TensorProto.FLOAT),
             helper.make_node("Mul", [x_scale, scale], [f"{t}.scale"], name=f"{layer}/ScaleMul"),
             helper.make_node("Mul", [f"{t}.acc", f"{t}.scale"], [scaled], name=f"{layer}/Mul"),
@@ -139,7 +135,7 @@ def rewrite_dynamic_int8(
         if bias:
             nodes.append(helper.make_node("Add", [scaled, bias], [node.output[0]], name=f"{layer}/BiasAdd"))
         replacement[id(node)] = nodes
-        dropped.add(id(producer[site.initializer]))
+        dropped.add(id(dq))
     rebuilt = []
     for node in graph.node:
         if id(node) in dropped:

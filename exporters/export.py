@@ -92,7 +92,7 @@ def _quantize_activations(
     inputs = act.activation_inputs(sites, qmodel.graph)
     feeds = _calibration_feeds(tokenizer, texts, [i.name for i in qmodel.graph.input], max_length)
     ranges = act.calibrate_ranges(qmodel, set(inputs.values()), feeds, method)
-    by_tensor = {t: act.qparams_for(t, lo, hi, Container.UINT8) for t, (lo, hi) in ranges.items()}
+    by_tensor = {t: act.qparams_for(t, lo, hi, act.ACTIVATION_CONTAINER) for t, (lo, hi) in ranges.items()}
     act.insert_activation_qdq(qmodel, sites, by_tensor)
     return {layer: by_tensor[t] for layer, t in inputs.items()}
 
@@ -148,7 +148,8 @@ def _quantized_graph(float_graph, model, tokenizer, weights, req: _Request) -> _
     round_head_in_graph(qmodel.graph, sites, head)
     containers = {layer: lb.container for layer, lb in req.bit_config.stored_layers().items()}
     containers |= {layer: Container.INT8 for layer in head}
-    tensors = rewrite_weights(qmodel, sites, weights | head, containers)
+    integer_path = req.profile.activations is not ActivationQuant.NONE  # int8 kernels read int8 weights
+    tensors = rewrite_weights(qmodel, sites, weights | head, containers, widen=integer_path)
     if req.profile.activations is ActivationQuant.INT8_DYNAMIC:
         rewrite_dynamic_int8(qmodel, sites, tensors, containers)
     emb_tensors, qparams = {}, {}

@@ -12,6 +12,11 @@ Layout, for a weight W (out, in) quantized in groups along `in` (toolchain.quant
 The (in, out) blocked layout is the one onnxruntime fuses into MatMulNBits. Integers are packed into the
 layer's container (LSB-first, row-major: toolchain.quant.containers.pack) and stored as raw_data; scales are
 fp32; zero points (asymmetric only) use the same container type. No zero point means zero point 0.
+
+With `widen` (the int8 activation paths), a layer in an int4 or int2 container reads its integers through
+`Cast(to=INT8)`: the Cast has only an initializer for input, so onnxruntime's constant folding turns it into
+an int8 initializer when the session loads, and the integer kernels (which read int8) fuse as for an int8
+layer. The file keeps the packed integers; memory holds 8 bits per weight.
 """
 
 from __future__ import annotations
@@ -96,16 +101,24 @@ def dq_node_and_tensors(
     return node, tensors
 
 
+def widening_cast(qweight: str, layer: str) -> onnx.NodeProto:
+    """Cast(to=INT8) of a sub-byte integer initializer, writing `<qweight>.int8` (folded at session load)."""
+    return helper.make_node("Cast", [qweight], [f"{qweight}.int8"], name=f"{layer}/Widen", to=TensorProto.INT8)
+
+
 def rewrite_weights(
     model: onnx.ModelProto,
     sites: dict[str, WeightSite],
     weights: dict[str, QuantizedWeight],
     containers: dict[str, Container],
+    *,
+    widen: bool = False,
 ) -> dict[str, list[str]]:
     """Replace every located float weight by integers + DequantizeLinear; layer -> its initializer names.
 
     Before touching the graph, checks that the integers dequantize to exactly the float weight they replace:
-    the ONNX model then computes with the same weights as the torch model it came from.
+    the ONNX model then computes with the same weights as the torch model it came from. `widen`: sub-byte
+    containers reach their DequantizeLinear through a widening Cast to int8 (module docstring).
     """
     graph = model.graph
     floats = {i.name: i for i in graph.initializer}
@@ -114,6 +127,12 @@ def rewrite_weights(
         arrays = dq_arrays(weights[layer], site.transposed)
         _check_exact(layer, arrays, floats[site.initializer])
         node, tensors = dq_node_and_tensors(layer, arrays, containers[layer], site.initializer)
+        if widen and containers[layer].bits < 8:
+            if arrays.zero_point is not None:  # the zero point would stay in the narrow type: profiles refuse it
+                raise EdgeqError(f"export: layer {layer!r}: a widened {containers[layer]} layer must be symmetric")
+            cast = widening_cast(node.input[0], layer)
+            node.input[0] = cast.output[0]
+            new_nodes.append(cast)
         new_nodes.append(node)
         new_tensors.extend(tensors)
         names[layer] = [t.name for t in tensors]

@@ -4,7 +4,8 @@ Weights already match (QuantLinear holds the dequantized integers the exporter w
 on top, the twin adds too: the integer embedding tables and int8 head Linears (dequantized) and, on request,
 the activation arithmetic of the compute path: fake quantization of each quantized layer's input with the
 calibrated scale and zero point (static), or with the range of the input itself (dynamic; round half to
-even, as ONNX QuantizeLinear and DynamicQuantizeLinear do).
+even, as ONNX QuantizeLinear and DynamicQuantizeLinear do). The search's scorer, which has no export, finds
+the static ranges in torch (`calibrated_qparams`) on the texts the export calibrates on.
 
 The reference for `toolchain.validators.validate` is the twin without activation fake quantization (the
 default): validation compares it with the graph's weights-only view, because on a deep model float noise
@@ -15,11 +16,13 @@ matches onnxruntime to float rounding only on small models (the tests check that
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from toolchain.exporters.activation_qdq import ActivationQParams
+from toolchain.exporters.activation_qdq import ACTIVATION_CONTAINER, ActivationQParams, qparams_for
 from toolchain.exporters.dynamic_int8 import dynamic_fake_quantize
 from toolchain.exporters.head_int8 import head_weights
 from toolchain.profiles import EmbeddingQuant
@@ -46,7 +49,39 @@ def _dynamic_hook(_module: nn.Module, args: tuple) -> tuple:
     return (dynamic_fake_quantize(args[0]), *args[1:])
 
 
-def quantize_inputs_dynamically(model: nn.Module, extra: list[str] = ()) -> nn.Module:
+@torch.no_grad()
+def calibrated_qparams(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, ActivationQParams]:
+    """QuantLinear name -> the uint8 quantization of its input over `batches`: minimum and maximum, as the
+    export's default (min/max) calibration measures them on the ONNX graph."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    seen: dict[str, tuple[float, float]] = {}
+
+    def recorder(name: str):
+        def hook(_module: nn.Module, args: tuple) -> None:
+            lo, hi = seen.get(name, (math.inf, -math.inf))
+            seen[name] = (min(lo, float(args[0].min())), max(hi, float(args[0].max())))
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(recorder(name)) for name, m in layers.items()]
+    try:
+        for batch in batches:
+            model(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: qparams_for(name, *seen[name], ACTIVATION_CONTAINER) for name in layers}
+
+
+def quantize_inputs_statically(model: nn.Module, qparams: dict[str, ActivationQParams]) -> nn.Module:
+    """`model` (in place) with the input of each named layer fake quantized with its fixed `qparams`: the
+    static int8 path's activation arithmetic."""
+    for layer, qp in qparams.items():
+        model.get_submodule(layer).register_forward_pre_hook(_pre_hook(qp))
+    return model
+
+
+def quantize_inputs_dynamically(model: nn.Module, extra: Sequence[str] = ()) -> nn.Module:
     """`model` (in place) with the input of every QuantLinear, and of the `extra` named Linears, fake
     quantized per call as DynamicQuantizeLinear does: the dynamic int8 path's activation arithmetic."""
     layers = [m for m in model.modules() if isinstance(m, QuantLinear)]  # no branch: profiles refuse it
@@ -78,8 +113,7 @@ def torch_twin(
     head = head_weights(twin) if int8_head else {}
     for name, qw in head.items():
         twin.get_submodule(name).weight.data = qw.dequantize()
-    for layer, qp in (activation_qparams or {}).items():
-        twin.get_submodule(layer).register_forward_pre_hook(_pre_hook(qp))
+    quantize_inputs_statically(twin, activation_qparams or {})
     if dynamic_activations:
         quantize_inputs_dynamically(twin, list(head))
     return twin

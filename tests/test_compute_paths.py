@@ -34,6 +34,7 @@ TEXTS = CORPUS.texts[1::4]
 PATHS = {
     "rpi5": (4, "MatMulNBits"),
     "npu_int8": (8, "MatMulIntegerToFloat"),
+    "x86_vnni_calibrated": (4, "MatMulIntegerToFloat"),
     "x86_vnni_server": (8, "DynamicQuantizeMatMul"),
     "x86_vnni_compact": (4, "DynamicQuantizeMatMul"),
 }
@@ -158,6 +159,22 @@ def test_int8_dynamic_profile_refuses_what_matmulinteger_cannot_read(changes, me
         DeviceProfile.model_validate(_x86_with(**changes))
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"onnx": {"min_onnxruntime": "1.22"}}, "int8_static widens int4 to int8 with a Cast at opset >= 21"),
+        ({"weights": {"schemes": ["asymmetric"], "containers": ["uint4", "uint8"]}}, "int8_static with int4"),
+        ({"onnx": {"op_sets": ["transformer", "qdq_weights", "packed_gather"]}}, "needs qdq_activations"),
+    ],
+)
+def test_int8_static_profile_refuses_what_its_widening_cannot_read(changes, message):
+    d = load_profile(default_profiles_dir() / "x86_vnni_calibrated.yaml").model_dump(mode="json")
+    for section, fields in changes.items():
+        d[section] |= fields
+    with pytest.raises(ValueError, match=message):
+        DeviceProfile.model_validate(d)
+
+
 def test_int8_dynamic_profile_file_error_names_the_file(tmp_path):
     import yaml
 
@@ -174,12 +191,13 @@ def _optimized(path, tmp_path) -> onnx.ModelProto:
     return onnx.load(opts.optimized_model_filepath)
 
 
-def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(tiny, tmp_path):
-    """x86_vnni_compact stores 4-bit layers in int4 and widens them with a Cast that onnxruntime folds at
-    load: the file holds int4 initializers, the optimized graph int8 ones on the fused kernel, and the
-    logits equal those of the same integers stored as int8."""
+@pytest.mark.parametrize("name", ["x86_vnni_compact", "x86_vnni_calibrated"])
+def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(tiny, tmp_path, name):
+    """Both int8 activation paths store 4-bit layers in int4 and widen them with a Cast that onnxruntime
+    folds at load: the file holds int4 initializers, the optimized graph int8 ones on the fused kernel, and
+    the logits equal those of the same integers stored as int8 (static: calibrated to the same ranges)."""
     model, tok = tiny
-    compact = load_profile(default_profiles_dir() / "x86_vnni_compact.yaml")
+    compact = load_profile(default_profiles_dir() / f"{name}.yaml")
     as_int8 = DeviceProfile.model_validate(
         compact.model_dump(mode="json")
         | {"name": "as_int8"}
@@ -189,7 +207,9 @@ def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(ti
     enc = encode(tok, TEXTS)
     for profile in (compact, as_int8):
         cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
-        result = export_model(quantize_model(model, cfg), tok, profile, cfg, tmp_path / profile.name / "model.onnx")
+        qmodel = quantize_model(model, cfg)
+        out = tmp_path / profile.name / "model.onnx"
+        result = export_model(qmodel, tok, profile, cfg, out, calibration_texts=CORPUS.texts[::2])
         graph = onnx.load(str(result.model_path)).graph
         qweights = [i for i in graph.initializer if i.name.endswith(".qweight")]
         widen = [n for n in graph.node if n.op_type == "Cast" and n.name.endswith("/Widen")]
@@ -206,8 +226,8 @@ def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(ti
         sess = ort.InferenceSession(str(result.model_path), providers=["CPUExecutionProvider"])
         outs[profile.name] = sess.run(None, {i.name: enc[i.name].numpy() for i in sess.get_inputs()})[0]
         sizes[profile.name] = result.model_path.stat().st_size
-    np.testing.assert_array_equal(outs["x86_vnni_compact"], outs["as_int8"])
-    assert sizes["x86_vnni_compact"] < sizes["as_int8"]
+    np.testing.assert_array_equal(outs[name], outs["as_int8"])
+    assert sizes[name] < sizes["as_int8"]
 
 
 def test_the_search_scores_the_dynamic_path_with_its_activation_rounding(tiny):
@@ -223,8 +243,45 @@ def test_the_search_scores_the_dynamic_path_with_its_activation_rounding(tiny):
     run = SimpleNamespace(quantized_model=lambda config, table=None: quantize_model(model, config))
     docs = SplitDocs((encode(tok, TEXTS),), tuple(range(len(TEXTS))), None)
     by_name = {n: load_profile(default_profiles_dir() / f"{n}.yaml") for n in ("x86_vnni_compact", "rpi5", "npu_int8")}
-    assert [arithmetic(p)[1] for p in by_name.values()] == [True, False, False]
+    assert [arithmetic(p)[1] for p in by_name.values()] == ["int8_dynamic", "none", "int8_static"]
     dynamic = docs.logits(run, cfg, *arithmetic(by_name["x86_vnni_compact"]))
     twin = predict_logits(torch_twin(quantize_model(model, cfg), dynamic_activations=True), tok, TEXTS)
     assert (dynamic - twin).abs().max() <= 1e-7
     assert (dynamic - docs.logits(run, cfg)).abs().max() > 1e-6  # the rounding is really applied
+
+
+def test_the_search_scores_the_static_path_with_the_ranges_the_export_calibrates(tiny, tmp_path):
+    """A static int8 profile's configurations are scored with each layer's input rounded to one uint8
+    range, found in torch on the export's calibration texts: the ranges onnxruntime's calibrator finds on
+    the exported graph, so the scorer computes what the export's twin computes."""
+    from types import SimpleNamespace
+
+    from toolchain.build.device import CALIBRATION_TEXTS, calibration_texts
+    from toolchain.build.device_search import SplitDocs, arithmetic, calibration_batches
+    from toolchain.exporters.twin import calibrated_qparams, torch_twin
+
+    model, tok = tiny
+    shipped = load_profile(default_profiles_dir() / "x86_vnni_calibrated.yaml")  # float tables and head:
+    profile = shipped.model_copy(update={"embeddings": None, "head": "float"})  # the scorer leaves them so
+    cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
+    qmodel = quantize_model(model, cfg)
+    train = CORPUS
+    calib = calibration_texts(train, CALIBRATION_TEXTS)
+    result = export_model(qmodel, tok, profile, cfg, tmp_path / "model.onnx", calibration_texts=calib)
+    run = SimpleNamespace(
+        quantized_model=lambda config, table=None: quantize_model(model, config),
+        splits=SimpleNamespace(train=train),
+        tokenizer=tok,
+        settings=SimpleNamespace(max_length=128),
+    )
+    found = calibrated_qparams(quantize_model(model, cfg), calibration_batches(run))
+    assert set(found) == {s.name for s in quantizable_layers(model)} == set(result.activation_qparams)
+    for layer, qp in found.items():
+        onnx_qp = result.activation_qparams[layer]
+        assert qp.zero_point == onnx_qp.zero_point and qp.container == onnx_qp.container
+        assert qp.scale == pytest.approx(onnx_qp.scale, rel=1e-5)
+    docs = SplitDocs((encode(tok, TEXTS),), tuple(range(len(TEXTS))), None)
+    static = docs.logits(run, cfg, *arithmetic(profile))
+    export_twin = torch_twin(qmodel, activation_qparams=result.activation_qparams)
+    assert (static - predict_logits(export_twin, tok, TEXTS)).abs().max() <= 1e-5
+    assert (static - docs.logits(run, cfg)).abs().max() > 1e-6  # the rounding is really applied

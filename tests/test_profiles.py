@@ -22,7 +22,15 @@ from toolchain.profiles import (
 from toolchain.quant.containers import Container
 from toolchain.quant.core import Scheme
 
-SHIPPED = ["aggressive_2bit", "mcu_tiny", "npu_int8", "rpi5", "x86_vnni_compact", "x86_vnni_server"]
+SHIPPED = [
+    "aggressive_2bit",
+    "mcu_tiny",
+    "npu_int8",
+    "rpi5",
+    "x86_vnni_calibrated",
+    "x86_vnni_compact",
+    "x86_vnni_server",
+]
 
 
 def _shipped(profiles_dir: Path, name: str) -> dict:

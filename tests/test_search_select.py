@@ -18,7 +18,7 @@ from search_toy import ToyProblem, bert_like_specs
 from toolchain.errors import BadInputError
 from toolchain.evaluate import Metrics, metrics, predict_logits
 from toolchain.models import load_model, quantizable_layers
-from toolchain.profiles import load_profiles
+from toolchain.profiles import ActivationQuant, load_profiles
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import Rounding, quantize_model
 from toolchain.search.plot import plot_front
@@ -258,13 +258,13 @@ def test_build_search_computes_the_layer_costs_once_for_every_group(monkeypatch,
 def _scored(profile):
     from toolchain.build.device_search import arithmetic
 
-    table, dynamic = arithmetic(profile)
-    return None if table is None else table.model_dump_json(), dynamic
+    table, activations = arithmetic(profile)
+    return None if table is None else table.model_dump_json(), activations
 
 
 def test_build_search_scores_each_group_with_its_profiles_arithmetic(monkeypatch, profiles):
-    """Profiles are searched in groups of one scored arithmetic (embedding table format, dynamic int8
-    activations or not), each scored with it; the shared front's evaluations are shared out over the
+    """Profiles are searched in groups of one scored arithmetic (embedding table format, activation
+    quantization), each scored with it; the shared front's evaluations are shared out over the
     groups."""
     from toolchain.build import device_search
 
@@ -288,7 +288,7 @@ def test_build_search_scores_each_group_with_its_profiles_arithmetic(monkeypatch
         assert kw["confirm"]("config") == ("confirm", group[0].name, "config")
         assert kw["costs"] == "costs"
     assert len(built) == len(set(built))
-    assert {dynamic for _, dynamic in built} == {False, True}  # x86 profiles are scored apart
+    assert {activations for _, activations in built} == set(ActivationQuant)  # each path is scored apart
 
 
 def test_accuracy_rule_gives_ties_to_the_most_bits_not_to_kl(profiles):

@@ -259,8 +259,8 @@ def _cross_field_problems(p: DeviceProfile) -> list[str]:
                 f"weights.bits: {b} has no container among weights.containers "
                 f"[{', '.join(p.weights.containers)}] for schemes [{', '.join(p.weights.schemes)}]"
             )
-    if p.activations is ActivationQuant.INT8_STATIC and OpSet.QDQ_ACTIVATIONS not in p.onnx.op_sets:
-        problems.append("activations: int8_static needs qdq_activations in onnx.op_sets")
+    if p.activations is ActivationQuant.INT8_STATIC:
+        problems += _static_problems(p)
     if p.activations is ActivationQuant.INT8_DYNAMIC:
         problems += _dynamic_problems(p)
     e = p.embeddings
@@ -277,6 +277,32 @@ DYNAMIC_CONTAINERS = (Container.INT8, Container.INT4, Container.INT2)
 WIDENING_ORT = (1, 23)  # the first onnxruntime with a Cast kernel at opset 21 (1.22.1 has none; checked)
 
 
+def _widening_problems(p: DeviceProfile) -> list[str]:
+    """An int8 activation path reads int4 / int2 containers through a widening Cast to int8 (qdq_weights)."""
+    sub_byte = [c for c in p.weights.containers if c.bits < 8]
+    if not sub_byte or p.onnx.ort_version >= WIDENING_ORT:
+        return []
+    return [
+        f"onnx.min_onnxruntime: activations: {p.activations} widens {', '.join(sub_byte)} to int8 with a "
+        f"Cast at opset >= 21, which onnxruntime runs from {'.'.join(map(str, WIDENING_ORT))}; "
+        f"got {p.onnx.min_onnxruntime}"
+    ]
+
+
+def _static_problems(p: DeviceProfile) -> list[str]:
+    """Static QDQ activations: calibrated Q/DQ pairs; sub-byte weights widened to int8, so symmetric."""
+    out = []
+    if OpSet.QDQ_ACTIVATIONS not in p.onnx.op_sets:
+        out.append("activations: int8_static needs qdq_activations in onnx.op_sets")
+    out += _widening_problems(p)
+    if any(c.bits < 8 for c in p.weights.containers) and p.weights.schemes != [Scheme.SYMMETRIC]:
+        out.append(
+            "weights.schemes: activations: int8_static with int4 or int2 containers needs [symmetric] "
+            "(the widening Cast leaves no room for a narrow zero point)"
+        )
+    return out
+
+
 def _dynamic_problems(p: DeviceProfile) -> list[str]:
     """MatMulInteger reads signed integers with one scale per output channel, and nothing else."""
     out = []
@@ -288,13 +314,7 @@ def _dynamic_problems(p: DeviceProfile) -> list[str]:
             f"integers widened to int8; got [{', '.join(p.weights.containers)}], "
             f"allowed: [{', '.join(DYNAMIC_CONTAINERS)}]"
         )
-    sub_byte = [c for c in p.weights.containers if c.bits < 8]
-    if sub_byte and p.onnx.ort_version < WIDENING_ORT:
-        out.append(
-            f"onnx.min_onnxruntime: activations: int8_dynamic widens {', '.join(sub_byte)} to int8 with a "
-            f"Cast at opset >= 21, which onnxruntime runs from {'.'.join(map(str, WIDENING_ORT))}; "
-            f"got {p.onnx.min_onnxruntime}"
-        )
+    out += _widening_problems(p)
     if p.weights.schemes != [Scheme.SYMMETRIC]:
         out.append("weights.schemes: activations: int8_dynamic needs [symmetric] (weight zero point 0)")
     if p.weights.block_sizes or not p.weights.per_channel:

@@ -66,13 +66,14 @@ def search_run(
         screen, full = docs or search_docs(run)
 
         def scorer_for(profile):
-            return screen.scorer(run, *arithmetic(profile)), full.scorer(run, *arithmetic(profile))
+            scored = arithmetic(profile)
+            return screen.scorer(run, *scored), full.scorer(run, *scored)
 
     if settings is None:
         tie = accuracy_tie(full or SplitDocs.of(run, max_tokens=CONFIRM_TOKENS))
         settings = SearchSettings(seed=seed, accuracy_tie=tie, **BUILD_SEARCH)
     costs = costs or run_layer_costs(run, profiles)
-    groups: dict[tuple[EmbeddingQuant | None, bool], list[DeviceProfile]] = {}
+    groups: dict[tuple[EmbeddingQuant | None, ActivationQuant], list[DeviceProfile]] = {}
     for p in profiles:
         groups.setdefault(arithmetic(p), []).append(p)
     parts = []
@@ -101,11 +102,10 @@ def search_run(
     return merge_results(parts, [p.name for p in profiles])
 
 
-def arithmetic(profile: DeviceProfile) -> tuple[EmbeddingQuant | None, bool]:
-    """What the scorer reproduces of a profile's device: its embedding table format, and whether each
-    searched layer's input is quantized to int8 per call (the dynamic int8 path). Static int8 activations
-    are not modelled: their ranges are calibrated on the exported graph (docs/compute-paths.md)."""
-    return profile.embeddings, profile.activations is ActivationQuant.INT8_DYNAMIC
+def arithmetic(profile: DeviceProfile) -> tuple[EmbeddingQuant | None, ActivationQuant]:
+    """What the scorer reproduces of a profile's device: its embedding table format and how each searched
+    layer's input is quantized (`SplitDocs.logits`; the int8 head is not modelled, docs/compute-paths.md)."""
+    return profile.embeddings, profile.activations
 
 
 def search_docs(run) -> tuple[SplitDocs, SplitDocs]:
@@ -187,26 +187,44 @@ class SplitDocs:
 
     @torch.no_grad()
     def logits(
-        self, run, config: BitConfig, table: EmbeddingQuant | None = None, dynamic: bool = False
+        self,
+        run,
+        config: BitConfig,
+        table: EmbeddingQuant | None = None,
+        activations: ActivationQuant = ActivationQuant.NONE,
     ) -> torch.Tensor:
         """(N, C) logits of `config`'s merged integers on these documents, in their order, with the embedding
-        tables in format `table` (an EmbeddingQuant; None: float) and, when `dynamic`, every quantized
-        layer's input rounded to int8 per call as the dynamic int8 path does."""
-        from toolchain.exporters.twin import quantize_inputs_dynamically
+        tables in format `table` (an EmbeddingQuant; None: float) and every quantized layer's input as
+        `activations` computes it: float; rounded to int8 per call (dynamic); or rounded to one uint8 range
+        per layer calibrated, for this configuration, on the training texts the export calibrates on
+        (static)."""
+        from toolchain.exporters import twin
 
         model = run.quantized_model(config, table=table)
-        if dynamic:
-            quantize_inputs_dynamically(model)
+        if activations is ActivationQuant.INT8_DYNAMIC:
+            twin.quantize_inputs_dynamically(model)
+        elif activations is ActivationQuant.INT8_STATIC:
+            twin.quantize_inputs_statically(model, twin.calibrated_qparams(model, calibration_batches(run)))
         return torch.cat([model(**b).logits.float() for b in self.batches])
 
-    def scorer(self, run, table: EmbeddingQuant | None = None, dynamic: bool = False):
+    def scorer(self, run, table: EmbeddingQuant | None = None, activations: ActivationQuant = ActivationQuant.NONE):
         """Metrics of a configuration's merged integers on these documents against the float model."""
         from toolchain.evaluate import metrics
 
         def score(config: BitConfig):
-            return metrics(self.logits(run, config, table, dynamic), list(self.labels), self.reference)
+            return metrics(self.logits(run, config, table, activations), list(self.labels), self.reference)
 
         return score
+
+
+def calibration_batches(run) -> tuple[dict[str, torch.Tensor], ...]:
+    """The export's calibration texts (toolchain.build.device.calibration_texts) as one batch padded to the
+    longest of them, as the export's calibration runs are."""
+    from toolchain.build.device import CALIBRATION_TEXTS, calibration_texts
+    from toolchain.evaluate import encode
+
+    texts = calibration_texts(run.splits.train, CALIBRATION_TEXTS)
+    return (encode(run.tokenizer, texts, run.settings.max_length),)
 
 
 def validation_scorer(run, table: EmbeddingQuant | None = None):
