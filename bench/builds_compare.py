@@ -115,8 +115,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(result: dict) -> str:
-    """Markdown: per profile and split, baseline and candidate accuracy, their intervals and the paired test."""
-    head = ["profile", "split", "baseline %", "candidate %", "candidate right only / baseline right only (p)", "MB"]
+    """Markdown: per profile and split, baseline and candidate accuracy, their intervals, the paired test and
+    each package's KL to the float model (what the search minimises within its accuracy tie)."""
+    head = [
+        "profile",
+        "split",
+        "baseline %",
+        "candidate %",
+        "candidate right only / baseline right only (p)",
+        "KL to float",
+        "MB",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in result["rows"].items():
         for split in SPLITS:
@@ -128,6 +137,7 @@ def table(result: dict) -> str:
                 f"{b['accuracy']:.2f} ({b['interval'][0]:.1f}–{b['interval'][1]:.1f})",
                 f"{c['accuracy']:.2f} ({c['interval'][0]:.1f}–{c['interval'][1]:.1f})",
                 f"{t['only_a_right']}/{t['only_b_right']} (p {t['p_value']:.3g})",
+                f"{b['kl']:.4f} -> {c['kl']:.4f}",
                 f"{b['file_bytes'] / 1e6:.2f} -> {c['file_bytes'] / 1e6:.2f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
