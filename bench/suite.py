@@ -35,6 +35,12 @@ BENCHMARKS = {
         "accuracy with intervals and paired tests, file MB, kernels, latency ratios (needs an `edgeq build --out`)",
         "compute_paths_*.json",
     ),
+    "static-calibration": (
+        "static_calibration",
+        "static int8 activation ranges, min/max against onnxruntime's percentile calibrator, on each static "
+        "package's configuration: accuracy and KL on validation and test, McNemar (needs an `edgeq build --out`)",
+        "static_calibration_*.json",
+    ),
     "embedding-formats": (
         "embedding_formats",
         "embedding table formats (2/3/4/8 bits, per row or blocked) on a build's float fine-tune: validation "
