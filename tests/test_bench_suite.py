@@ -102,3 +102,19 @@ def test_the_readme_generator_refuses_stale_results(bench, tmp_path: Path) -> No
     (dist / "build.json").write_text(json.dumps({"source_hash": "f" * 16}))
     with pytest.raises(record.StaleResult, match="build.json: built by code ffff"):
         readme_assets.main([str(dist)])
+
+
+def test_compute_paths_speed_is_the_median_round_with_its_range(bench) -> None:
+    """Each round's ratio is reference ms / model ms; the cell is the median round, lowest and highest
+    beside it, and the table writes them as `median (lowest–highest)`."""
+    import compute_paths
+
+    rounds = [
+        {"float": {"1x128": 30.0}, "pkg": {"1x128": 10.0}},  # 3.0
+        {"float": {"1x128": 20.0}, "pkg": {"1x128": 10.0}},  # 2.0
+        {"float": {"1x128": 25.0}, "pkg": {"1x128": 20.0}},  # 1.25
+    ]
+    r = compute_paths._ratio_over_rounds(rounds, "float", "pkg")
+    assert r == {"1x128": {"median": 2.0, "min": 1.25, "max": 3.0}}
+    assert compute_paths._ratio_cell(r["1x128"]) == "2.00 (1.25–3.00)"
+    assert compute_paths._ratio_over_rounds(rounds, "pkg", "pkg")["1x128"] == {"median": 1.0, "min": 1.0, "max": 1.0}
