@@ -58,17 +58,18 @@ def static_packages(dist: Path) -> dict[str, tuple[DeviceProfile, BitConfig]]:
     return out
 
 
+def _eval_set(run: Run, split: str) -> EvalSet:
+    ds = getattr(run.splits, split)
+    return EvalSet(run.tokenizer, ds.texts, ds.labels, run.float_logits(split), run.settings.max_length)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     run = Run.load(find_run(args.dist, "; pass an edgeq build --out directory"))
     data = run_files.read_dataset(run.run_dir / run_files.DATA).source
     out = args.out or RESULTS / f"static_calibration_{data}.json"
-    evals = {
-        s: EvalSet(run.tokenizer, ds.texts, ds.labels, run.float_logits(s), run.settings.max_length)
-        for s in SPLITS
-        for ds in [getattr(run.splits, s)]
-    }
+    evals = {s: _eval_set(run, s) for s in SPLITS}
     calib = calibration_texts(run.splits.train, CALIBRATION_TEXTS)
     packages = static_packages(args.dist)
     if not packages:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (profile, config) in packages.items():
             qmodel = run.quantized_model(config, table=profile.embeddings)
             shipped = measure(args.dist / name / "model.onnx", evals["test"], args.threads, repeats=0, latency=False)
-            row = rows.setdefault(name, {})
+            row, preds = rows.setdefault(name, {}), {}
             for method in Calibration:
                 path = Path(tmp) / name / method / "model.onnx"
                 export_model(
@@ -87,17 +88,16 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 for split, ev in evals.items():
                     m = measure(path, ev, args.threads, repeats=0, latency=False)
+                    pred = preds[method, split] = decode_predictions(m["predictions"])
+                    correct = sum(p == y for p, y in zip(pred, ev.labels))
                     cells = {k: m[k] for k in ("accuracy", "agreement", "kl", "predictions")}
+                    cells["interval"] = accuracy_interval(correct, len(ev.labels))
                     row.setdefault(method.value, {})[split] = cells
                     print(f"{name} {method} {split}: {m['accuracy']:.2f} %, KL {m['kl']:.4f}", flush=True)
             if row[Calibration.MINMAX.value]["test"]["predictions"] != shipped["predictions"]:
                 raise SystemExit(f"{name}: the min/max re-export does not predict as the shipped package does")
             for split, ev in evals.items():
-                pct = decode_predictions(row[Calibration.PERCENTILE.value][split]["predictions"])
-                mm = decode_predictions(row[Calibration.MINMAX.value][split]["predictions"])
-                for method, pred in ((Calibration.MINMAX, mm), (Calibration.PERCENTILE, pct)):
-                    correct = sum(p == y for p, y in zip(pred, ev.labels))
-                    row[method.value][split]["interval"] = accuracy_interval(correct, len(ev.labels))
+                pct, mm = preds[Calibration.PERCENTILE, split], preds[Calibration.MINMAX, split]
                 row[Calibration.PERCENTILE.value][split]["vs_minmax"] = mcnemar(pct, mm, ev.labels)
     result = {
         "dist": str(args.dist),

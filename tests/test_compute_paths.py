@@ -18,7 +18,7 @@ from tiny import tiny_corpus, tiny_model_dir
 
 from toolchain.bitconfig import config_from_bits
 from toolchain.errors import BadInputError
-from toolchain.evaluate import encode, predict_logits
+from toolchain.evaluate import DEFAULT_MAX_LENGTH, encode, predict_logits
 from toolchain.exporters import export_model, twin_of
 from toolchain.exporters.dynamic_int8 import dynamic_fake_quantize
 from toolchain.exporters.metadata import read_metadata
@@ -197,15 +197,15 @@ def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(ti
     folds at load: the file holds int4 initializers, the optimized graph int8 ones on the fused kernel, and
     the logits equal those of the same integers stored as int8 (static: calibrated to the same ranges)."""
     model, tok = tiny
-    compact = load_profile(default_profiles_dir() / f"{name}.yaml")
+    narrow = load_profile(default_profiles_dir() / f"{name}.yaml")
     as_int8 = DeviceProfile.model_validate(
-        compact.model_dump(mode="json")
+        narrow.model_dump(mode="json")
         | {"name": "as_int8"}
-        | {"weights": {**compact.weights.model_dump(mode="json"), "containers": ["int8"]}}
+        | {"weights": {**narrow.weights.model_dump(mode="json"), "containers": ["int8"]}}
     )
     outs, sizes = {}, {}
     enc = encode(tok, TEXTS)
-    for profile in (compact, as_int8):
+    for profile in (narrow, as_int8):
         cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
         qmodel = quantize_model(model, cfg)
         out = tmp_path / profile.name / "model.onnx"
@@ -213,7 +213,7 @@ def test_sub_byte_containers_are_widened_to_int8_at_load_and_compute_the_same(ti
         graph = onnx.load(str(result.model_path)).graph
         qweights = [i for i in graph.initializer if i.name.endswith(".qweight")]
         widen = [n for n in graph.node if n.op_type == "Cast" and n.name.endswith("/Widen")]
-        if profile is compact:
+        if profile is narrow:
             assert {i.data_type for i in qweights if len(i.dims) == 2} >= {TensorProto.INT4}
             assert len(widen) == len(quantizable_layers(model))
             opt = _optimized(result.model_path, tmp_path / profile.name)
@@ -265,14 +265,13 @@ def test_the_search_scores_the_static_path_with_the_ranges_the_export_calibrates
     profile = shipped.model_copy(update={"embeddings": None, "head": "float"})  # the scorer leaves them so
     cfg = config_from_bits(quantizable_layers(model), 4, containers=profile.weights.container_for)
     qmodel = quantize_model(model, cfg)
-    train = CORPUS
-    calib = calibration_texts(train, CALIBRATION_TEXTS)
+    calib = calibration_texts(CORPUS, CALIBRATION_TEXTS)
     result = export_model(qmodel, tok, profile, cfg, tmp_path / "model.onnx", calibration_texts=calib)
     run = SimpleNamespace(
         quantized_model=lambda config, table=None: quantize_model(model, config),
-        splits=SimpleNamespace(train=train),
+        splits=SimpleNamespace(train=CORPUS),
         tokenizer=tok,
-        settings=SimpleNamespace(max_length=128),
+        settings=SimpleNamespace(max_length=DEFAULT_MAX_LENGTH),  # the export's default
     )
     found = calibrated_qparams(quantize_model(model, cfg), calibration_batches(run))
     assert set(found) == {s.name for s in quantizable_layers(model)} == set(result.activation_qparams)
