@@ -130,7 +130,23 @@ def results_table(dist: Path) -> str:
         if "stages" in build:
             rows.append("")
             rows.append(_stage_line(build["stages"]))
+            if "peak_rss_mb" in build["stages"]:
+                rows.append("")
+                rows.append(_memory_line(build["stages"]))
     return "\n".join(rows)
+
+
+def _memory_line(stages: dict) -> str:
+    """Peak resident memory per stage, from build.json (toolchain.build.memory)."""
+    peaks = stages["peak_rss_mb"]
+    export = {k.split("/", 1)[1]: v for k, v in peaks.items() if k.startswith("export_validate/")}
+    whole = [f"{k} {v / 1000:.2f}" for k, v in peaks.items() if "/" not in k]
+    scope = "each stage's own peak" if stages.get("peak_rss_scope") == "stage" else "the process's peak so far"
+    return (
+        f"Peak resident memory, GB ({scope}): {', '.join(whole)}; export + validate up to "
+        f"{max(export.values()) / 1000:.2f} ({max(export, key=export.get)}). Whole build: "
+        f"**{max(peaks.values()) / 1000:.2f} GB**."
+    )
 
 
 def fresh_clone_line(fresh: dict) -> str:

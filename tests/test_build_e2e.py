@@ -8,6 +8,7 @@ code, `edgeq validate` re-checks it, and tampering is caught.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,9 +16,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import LAYER_BITS, profiles_for_model
+from conftest import LAYER_BITS, REPO_ROOT, profiles_for_model
 from tiny import tiny_model_dir, write_tiny_corpus
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from toolchain.build.device import BuildResult
 from toolchain.build.manifest import load_manifest
@@ -98,6 +99,10 @@ def test_build_writes_one_verified_package_per_profile(built, build_profiles):
     assert {"float_finetune", "float_logits", "quantized_base", "adapter"} <= set(stages["training"]["run_stages"])
     parts = stages["training"]["wall_s"] + stages["search_wall_s"] + sum(stages["export_validate_wall_s"].values())
     assert 0 < parts <= record["wall_s"]
+    peaks = stages["peak_rss_mb"]
+    assert set(peaks) == {"training", "search", "branch"} | {f"export_validate/{n}" for n in statuses}
+    assert all(100 < mb < 20_000 for mb in peaks.values())  # a torch process, in megabytes
+    assert stages["peak_rss_scope"] == "stage"  # Linux: each stage's own peak
 
 
 def test_branch_profile_ships_the_better_of_merged_and_branch(built, build_profiles, model_path):
@@ -200,6 +205,48 @@ def test_manifest_accuracy_reproduced_outside_edgeq(built, build_profiles):
     for name in _profiles(build_profiles):
         manifest = json.loads((out / name / "manifest.json").read_text())
         assert _ort_accuracy(out / name, data) == pytest.approx(manifest["accuracy"]["onnx"], abs=1e-6)
+
+
+def _readme_snippet() -> str:
+    """The README's "Using a package" code, as a user copies it."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- package-snippet -->")[1].split("<!-- /package-snippet -->")[0]
+    return block.split("```python\n")[1].split("```")[0]
+
+
+def test_readme_snippet_runs_a_package_with_the_manifests_accuracy(built, capsys):
+    """The snippet (onnxruntime + tokenizers, nothing of edgeq) on every test text gives the accuracy the
+    manifest reports for onnxruntime's default optimizations, and names labels from config.json."""
+    out, data, _ = built
+    pkg = out / "rpi5"
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    code = _readme_snippet()
+    for line in ('package = "dist/x86_vnni_server"', "texts = ["):
+        assert line in code, f"the README snippet no longer has {line!r}"
+    code = code.replace('package = "dist/x86_vnni_server"', f"package = {str(pkg)!r}")
+    code = re.sub(r"^texts = \[.*\]$", "texts = test_texts", code, flags=re.M)
+    texts = [(data / i).read_text(encoding="utf-8") for i in manifest["test_ids"]]
+    scope = {"test_texts": texts}
+    exec(compile(code, "README.md (package-snippet)", "exec"), scope)
+    labels = np.array([manifest["label_names"].index(i.split("/")[0]) for i in manifest["test_ids"]])
+    accuracy = 100.0 * float((scope["logits"].argmax(-1) == labels).mean())
+    assert accuracy == pytest.approx(manifest["accuracy"]["onnx_default_optimizations"], abs=1e-6)
+    printed = capsys.readouterr().out
+    assert printed.strip() == str([manifest["label_names"][k] for k in scope["logits"].argmax(-1)])
+
+
+def test_packages_hold_a_config_with_labels_in_logit_order(built, build_profiles):
+    out, _, _ = built
+    for name in _profiles(build_profiles):
+        pkg = out / name
+        manifest = json.loads((pkg / "manifest.json").read_text())
+        config = AutoConfig.from_pretrained(pkg, local_files_only=True)
+        assert config.id2label == dict(enumerate(manifest["label_names"]))
+        assert config.label2id == {n: i for i, n in enumerate(manifest["label_names"])}
+        assert "config.json" in manifest["files"]
+        tokenizer = json.loads((pkg / "tokenizer.json").read_text())
+        assert tokenizer["truncation"]["max_length"] == manifest["tokenizer"]["max_length"]
+        assert tokenizer["padding"]["strategy"] == "BatchLongest"
 
 
 def test_validate_rechecks_a_package_and_catches_tampering(built, tmp_path):

@@ -54,3 +54,14 @@ def test_a_number_that_rounds_to_zero_prints_without_a_sign():
 
     assert _num(-0.001, " pts") == "0.00 pts"  # an accuracy drop of a fraction of a document
     assert (_num(-0.22, " pts"), _num(98.204, " %"), _num(None, " %")) == ("-0.22 pts", "98.20 %", "n/a")
+
+
+def test_readme_memory_line_names_each_stage_and_the_largest_peak():
+    stages = {
+        "peak_rss_mb": {"training": 2310.4, "search": 1806.0, "branch": 990.2, "export_validate/a": 1501.0,
+                        "export_validate/b": 1620.9},
+        "peak_rss_scope": "stage",
+    }  # fmt: skip
+    line = _assets()._memory_line(stages)
+    assert line.startswith("Peak resident memory, GB (each stage's own peak): training 2.31, search 1.81, branch 0.99;")
+    assert "export + validate up to 1.62 (b)" in line and line.endswith("Whole build: **2.31 GB**.")

@@ -42,23 +42,32 @@ def write_tiny_corpus(path: Path, n_per_class: int = 40, seed: int = 0) -> Path:
     return Path(path)
 
 
+def _save_tokenizer(path: Path, input_names: list[str] | None = None) -> int:
+    """The tiny corpus's WordPiece tokenizer saved to `path`; returns the vocabulary size."""
+    from transformers import BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = _SPECIAL + sorted({w for ws in _TOPICS.values() for w in ws} | set(_FILLER))
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    # transformers 5 ignores `vocab_file=` here (every token became [UNK]): pass the vocabulary itself.
+    extra = {} if input_names is None else {"model_input_names": input_names}
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, **extra).save_pretrained(path)
+    return len(vocab)
+
+
 def tiny_model_dir(
     path: Path, hidden: int = 32, layers: int = 2, seed: int = 0, max_positions: int = 64, init_std: float = 0.02
 ) -> Path:
     """Save a seeded, randomly initialised BERT encoder and its WordPiece tokenizer to `path`. `init_std`:
     the weights' initial standard deviation (BERT's 0.02 leaves the encoder's Linears a small part of the
     output, so that even 2-bit integers barely change it)."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = _SPECIAL + sorted({w for ws in _TOPICS.values() for w in ws} | set(_FILLER))
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    # transformers 5 ignores `vocab_file=` here (every token became [UNK]): pass the vocabulary itself.
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(path)
+    vocab_size = _save_tokenizer(path)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=vocab_size,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=2,
@@ -67,6 +76,21 @@ def tiny_model_dir(
         initializer_range=init_std,
     )
     BertModel(config).save_pretrained(path)
+    return path
+
+
+def tiny_distilbert_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A seeded, randomly initialised DistilBERT base model (its head, `pre_classifier` + `classifier`, is not
+    saved: transformers initialises it) and the tiny WordPiece tokenizer, without token type ids."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    path = Path(path)
+    vocab_size = _save_tokenizer(path, ["input_ids", "attention_mask"])
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        vocab_size=vocab_size, dim=hidden, n_layers=layers, n_heads=2, hidden_dim=2 * hidden, max_position_embeddings=64
+    )
+    DistilBertModel(config).save_pretrained(path)
     return path
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from enum import StrEnum
 
 import torch
@@ -22,6 +22,7 @@ from toolchain.data import TextDataset
 from toolchain.evaluate import encode
 from toolchain.models import quantizable_layers
 from toolchain.quant.model import get_module, set_module
+from toolchain.task_head import in_head
 
 
 class FinetuneMode(StrEnum):
@@ -40,11 +41,6 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     order = list(range(n))
     random.Random(f"batches/{seed}/{epoch}").shuffle(order)
     return order[k * batch_size : (k + 1) * batch_size]
-
-
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of the task head (`classifier`): it starts random, so it trains in every stage."""
-    return [p for n, p in model.named_parameters() if n.startswith("classifier.")]
 
 
 class LoRALinear(nn.Module):
@@ -85,10 +81,12 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def _optimizer(model: nn.Module, mode: FinetuneMode, lr: float, head_lr: float) -> torch.optim.Optimizer:
+def _optimizer(
+    model: nn.Module, mode: FinetuneMode, lr: float, head_lr: float, fresh: Collection[str]
+) -> torch.optim.Optimizer:
     for p in model.parameters():
         p.requires_grad_(mode is FinetuneMode.FULL)
-    head = head_parameters(model)
+    head = [p for n, p in model.named_parameters() if in_head(model, n) or n in fresh]
     for p in head:
         p.requires_grad_(True)
     body = add_lora(model) if mode is FinetuneMode.LORA else [p for p in model.parameters() if p.requires_grad]
@@ -119,16 +117,20 @@ def finetune(
     seed: int,
     mode: FinetuneMode = FinetuneMode.LORA,
     decay: bool = False,
+    fresh: Collection[str] = (),
     on_step: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
     """Fine-tune `model` in place (LoRA merged afterwards) and return it frozen; `on_step(step, loss)`.
+
+    The task head (`task_head.in_head`) and the parameters named in `fresh` (initialised by transformers
+    because the checkpoint lacked them, `models.Checkpoint.new_params`) train whole, at `head_lr`.
 
     The learning rates warm up linearly over the first tenth of the steps, then stay constant, or with
     `decay` fall linearly towards zero, reaching 1/(steps - warm-up) of their peak at the last step
     (`lr_factor`)."""
     torch.manual_seed(seed)
     model.eval()  # no dropout: deterministic, and the run is too short to need it
-    opt = _optimizer(model, mode, lr, head_lr)
+    opt = _optimizer(model, mode, lr, head_lr, fresh)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, steps, decay))
     labels = torch.as_tensor(train.labels)
     for step in range(steps):

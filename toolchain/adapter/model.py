@@ -25,6 +25,7 @@ from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import check_config_layers as check_config
 from toolchain.quant.model import get_module, set_module
+from toolchain.task_head import in_head
 
 
 class CoAModel(nn.Module):
@@ -54,8 +55,9 @@ class CoAModel(nn.Module):
                 emb = CoAEmbedding(self.net.get_submodule(name), name, tables)
                 set_module(self.net, name, emb)
                 self.tables.append(emb)
-        for p in self.net.classifier.parameters():
-            p.requires_grad_(True)  # the task head trains jointly
+        for name, p in self.net.named_parameters():
+            if in_head(self.net, name):
+                p.requires_grad_(True)  # the task head trains jointly
         self.vocab = Vocab.of(self.specs, settings.grids)
         self.mapper = ConfigMapper(
             self.vocab,

@@ -31,6 +31,7 @@ from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import apply_quantized, apply_tables
 from toolchain.quant.tables import quantize_table
+from toolchain.task_head import copy_head
 
 
 class Run:
@@ -52,7 +53,7 @@ class Run:
         self.label_names: list[str] = list(info["label_names"])
         self.specs: list[LayerSpec] = [LayerSpec(**d) for d in info["specs"]]
         self._deploy = copy.deepcopy(float_net)
-        self._deploy.classifier.load_state_dict(coa.net.classifier.state_dict())  # the jointly trained head
+        copy_head(coa.net, self._deploy)  # the jointly trained head
         self._tables: dict[EmbeddingQuant, dict[str, QuantizedWeight]] = {}  # Run.tables, by format
 
     @staticmethod

@@ -43,6 +43,7 @@ CODE, SETTINGS, DATA, FLOAT_DIR, LOGITS, BASE, TABLES, ADAPTER = (
     "adapter.safetensors",
 )
 TIMINGS, RUN_JSON, MANIFEST = "timings.json", "run.json", "manifest.json"
+FLOAT_ORIGIN = "edgeq_origin.json"  # in float/: fine-tuned here, or the model directory's own classifier
 # What a run's files depend on: the training stages and the build's choice of training configurations,
 # with every toolchain module they import (toolchain.provenance.closure_hash).
 CODE_ROOTS = ("toolchain.adapter.training", "toolchain.build.training")

@@ -1,9 +1,9 @@
 """`train(...) -> Run`: a run's stages, in order, each writing its output atomically into the run
 directory (toolchain.adapter.run_files), so that an interrupted run resumes at the first unfinished stage:
 
-    float fine-tune -> float logits (teacher on train, reference on test) -> quantized base (MSE-clipped
-    integers per layer, bits and grid) -> quantized tables (per table format) -> adapter (checkpointed
-    steps, toolchain.adapter.train_loop) -> run.json -> manifest
+    float fine-tune (or the model directory's own classifier) -> float logits (teacher on train, reference
+    on test) -> quantized base (MSE-clipped integers per layer, bits and grid) -> quantized tables (per
+    table format) -> adapter (checkpointed steps, toolchain.adapter.train_loop) -> run.json -> manifest
 
 A stage's output is read back from disk before the next stage uses it, so a resumed run computes from
 exactly the bytes an uninterrupted one did.
@@ -30,7 +30,7 @@ from toolchain.data import TextDataset, split
 from toolchain.evaluate import metrics, predict_logits
 from toolchain.finetune import finetune
 from toolchain.io import atomic_write_bytes, atomic_write_json, staged_dir
-from toolchain.models import LayerSpec, load_model, quantizable_layers
+from toolchain.models import LayerSpec, load_checkpoint, quantizable_layers
 
 
 def train(
@@ -83,36 +83,43 @@ def train(
 def float_stage(
     run_dir: Path, model_dir: Path, ds: TextDataset, train: TextDataset, s: TrainSettings, progress: bool
 ) -> None:
-    """Fine-tune in float and save model + tokenizer to float/ (skipped when float/ exists)."""
+    """The float reference, saved with its tokenizer to float/ (skipped when float/ exists): the model
+    fine-tuned in float, or, when the directory already holds a trained classification head
+    (`Checkpoint.fine_tuned`), the directory's own model as it is. float/FLOAT_ORIGIN records which."""
     if (run_dir / files.FLOAT_DIR).is_dir():
         return
     timer = files.Timer()
-    model, tok = load_model(model_dir, ds.label_names, seed=s.seed)
-    bar = tqdm(total=s.float_steps, desc="float fine-tune", disable=not progress, dynamic_ncols=True)
+    ckpt = load_checkpoint(model_dir, ds.label_names, seed=s.seed)
+    model, tok = ckpt.model, ckpt.tokenizer
+    if not ckpt.fine_tuned:
+        bar = tqdm(total=s.float_steps, desc="float fine-tune", disable=not progress, dynamic_ncols=True)
 
-    def on_step(step: int, loss: float) -> None:
-        bar.set_postfix(loss=f"{loss:.3f}")
-        bar.update(1)
+        def on_step(step: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.update(1)
 
-    finetune(
-        model,
-        tok,
-        train,
-        steps=s.float_steps,
-        batch_size=s.batch_size,
-        lr=s.float_lr,
-        head_lr=s.head_lr,
-        max_length=s.max_length,  # the reference: trained at the length it is evaluated at
-        seed=s.seed,
-        mode=s.float_mode,
-        decay=s.float_decay,
-        on_step=on_step,
-    )
-    bar.close()
+        finetune(
+            model,
+            tok,
+            train,
+            steps=s.float_steps,
+            batch_size=s.batch_size,
+            lr=s.float_lr,
+            head_lr=s.head_lr,
+            max_length=s.max_length,  # the reference: trained at the length it is evaluated at
+            seed=s.seed,
+            mode=s.float_mode,
+            decay=s.float_decay,
+            fresh=ckpt.new_params,
+            on_step=on_step,
+        )
+        bar.close()
+    origin = {"fine_tuned_here": not ckpt.fine_tuned, "fresh_params": sorted(ckpt.new_params)}
     with staged_dir(run_dir / files.FLOAT_DIR) as stage:
         model.save_pretrained(stage)
         tok.save_pretrained(stage)
-    timer.record(run_dir, "float_finetune")
+        atomic_write_json(stage / files.FLOAT_ORIGIN, origin)
+    timer.record(run_dir, "float_finetune" if origin["fine_tuned_here"] else "float_model_copied")
 
 
 def logits_stage(run_dir: Path, model, tok, splits, s: TrainSettings) -> None:
@@ -164,6 +171,7 @@ def _write_run_json(
         "label_names": label_names,
         "specs": [vars(sp) for sp in specs],
         "float_test": metrics(logits["test"], test.labels).to_dict(),
+        "float_origin": json.loads((run_dir / files.FLOAT_DIR / files.FLOAT_ORIGIN).read_text()),
         "timings_s": json.loads((run_dir / files.TIMINGS).read_text()),
         "sensitivity": sensitivity,  # what the config source measured during training (None: nothing)
     }

@@ -14,7 +14,7 @@ import toolchain
 from toolchain.bitconfig import BitConfig
 from toolchain.build.fingerprint import model_sha256
 from toolchain.build.manifest import REFERENCE_LOGITS, Manifest, Sizes, TokenizerSettings
-from toolchain.build.package import hash_files, write_manifest
+from toolchain.build.package import hash_files, write_loading_files, write_manifest
 from toolchain.build.report import device_report
 from toolchain.build.sizes import size_breakdown
 from toolchain.data import interleave_classes
@@ -95,7 +95,7 @@ def package_device(
             float_onnx_path=export.float_model_path,
             max_length=run.settings.max_length,
         )
-        run.tokenizer.save_pretrained(stage)
+        write_loading_files(stage, qmodel.config, run.tokenizer, run.settings.max_length)
         manifest = _manifest(ctx, profile, config, variant, export, report, stage)
         atomic_write_text(stage / "report.html", device_report(manifest, ctx.front_svg))
         manifest = manifest.model_copy(update={"files": hash_files(stage)})

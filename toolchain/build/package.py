@@ -1,7 +1,9 @@
 """A device package on disk: staged in a temporary directory, hashed, then renamed into place.
 
-Layout of OUT/<profile>/: model.onnx (+ model.onnx.data when large), tokenizer files, manifest.json,
-manifest.json.sha256, report.html. A package only exists under its final name once complete.
+Layout of OUT/<profile>/: model.onnx (+ model.onnx.data when large), config.json (the model's
+configuration: id2label and label2id in logit order), the tokenizer files (tokenizer.json padding and
+truncating as the package was validated), manifest.json, manifest.json.sha256, report.html. A package only
+exists under its final name once complete.
 """
 
 from __future__ import annotations
@@ -14,6 +16,24 @@ from toolchain.integrity import file_problems
 from toolchain.io import atomic_write_text, sha256_file
 
 MANIFEST_HASH = MANIFEST + ".sha256"
+
+
+def write_loading_files(root: Path, config, tokenizer, max_length: int) -> None:
+    """What the tools people load models with read: config.json (transformers, optimum) and the tokenizer's
+    files; a fast tokenizer's tokenizer.json is set to pad to the longest text and truncate at `max_length`,
+    so that plain `tokenizers` encodes as validation did (docs/packages.md)."""
+    from tokenizers import Tokenizer
+
+    root = Path(root)
+    config.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    path = root / "tokenizer.json"
+    if path.is_file():
+        fast = Tokenizer.from_file(str(path))
+        fast.enable_truncation(max_length)
+        if tokenizer.pad_token is not None:
+            fast.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+        atomic_write_text(path, fast.to_str(pretty=True))
 
 
 def _package_files(root: Path) -> list[Path]:

@@ -18,12 +18,13 @@ from toolchain.build.branch import MERGED
 from toolchain.build.device import BuildResult, DeviceContext, package_device
 from toolchain.build.device_search import search_docs, search_run, write_search
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
+from toolchain.build.memory import stage_peak
 from toolchain.build.report import index_report
 from toolchain.build.training import train_branch_run, train_run, training_settings
 from toolchain.data import TextDataset, load_dataset
 from toolchain.errors import BadInputError, ValidationFailedError
 from toolchain.io import atomic_write_json, atomic_write_text, recover_staged_sets, require_writable, staged_set
-from toolchain.models import LayerSpec, default_model_path, load_model, quantizable_layers
+from toolchain.models import LayerSpec, default_model_path, load_checkpoint, quantizable_layers
 from toolchain.profiles import DeviceProfile, profiles_or_default
 from toolchain.provenance import source_hash
 
@@ -62,7 +63,14 @@ def check_inputs(s: BuildSettings) -> Inputs:
     profiles = profiles_or_default(s.profiles)
     dataset = load_dataset(s.data)
     model_dir = Path(s.model) if s.model else default_model_path()
-    model, tokenizer = load_model(model_dir, dataset.label_names)
+    ckpt = load_checkpoint(model_dir, dataset.label_names)
+    model, tokenizer = ckpt.model, ckpt.tokenizer
+    if ckpt.fine_tuned:
+        print(
+            f"{model_dir}: holds a trained classifier for {dataset.label_names}: it is the float reference, "
+            "no float fine-tune",
+            file=sys.stderr,
+        )
     specs = quantizable_layers(model)
     search = search_profiles(profiles, model, specs)  # a budget nothing can meet names the smallest cost
     check_exportable(model, tokenizer, min(p.onnx.opset for p in profiles), model_dir)
@@ -114,19 +122,21 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, s
     """Train, search, package (the outputs into `staged`, swapped into OUT once all are written); fills
     `stages` with wall seconds per stage (training: as its run recorded)."""
     t = time.perf_counter()
-    run = train_run(
-        inputs.model_dir,
-        s.data,
-        run_dir_for(inputs, s, state),
-        steps=s.steps,
-        seed=s.seed,
-        profiles=inputs.profiles,
-        progress=s.progress,
-    )
+    with stage_peak(stages, "training"):
+        run = train_run(
+            inputs.model_dir,
+            s.data,
+            run_dir_for(inputs, s, state),
+            steps=s.steps,
+            seed=s.seed,
+            profiles=inputs.profiles,
+            progress=s.progress,
+        )
     stages["training"] = {"wall_s": round(time.perf_counter() - t, 1), "run_stages": run.info["timings_s"]}
     t = time.perf_counter()
-    docs = search_docs(run)
-    result = search_run(run, inputs.search_profiles, seed=s.seed, progress=s.progress, docs=docs)
+    with stage_peak(stages, "search"):
+        docs = search_docs(run)
+        result = search_run(run, inputs.search_profiles, seed=s.seed, progress=s.progress, docs=docs)
     stages["search_wall_s"] = round(time.perf_counter() - t, 1)
     write_search(result, inputs.search_profiles, staged / "search.json")
     ctx = DeviceContext(
@@ -134,18 +144,20 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, s
         model_name=inputs.model_dir.name if s.model else "all-MiniLM-L6-v2",
         front_svg=(staged / "search.svg").read_text(encoding="utf-8"),
     )
-    choices, branch_ctx = _branch_variants(run, inputs, s, result, ctx, stages, docs)
+    with stage_peak(stages, "branch"):
+        choices, branch_ctx = _branch_variants(run, inputs, s, result, ctx, stages, docs)
     merged_variant = {"weights": MERGED, "rank": run.settings.rank}
     devices = tqdm(inputs.profiles, desc="export + validate", unit="device", disable=not s.progress, dynamic_ncols=True)
     results = []
     for p in devices:
         t = time.perf_counter()
         choice = choices.get(p.name)
-        if choice is None:
-            results.append(package_device(ctx, p, result.selection(p.name).config, merged_variant, staged))
-        else:
-            where = branch_ctx if choice.use_branch else ctx
-            results.append(package_device(where, p, choice.chosen.config, choice.variant(), staged))
+        with stage_peak(stages, f"export_validate/{p.name}"):
+            if choice is None:
+                results.append(package_device(ctx, p, result.selection(p.name).config, merged_variant, staged))
+            else:
+                where = branch_ctx if choice.use_branch else ctx
+                results.append(package_device(where, p, choice.chosen.config, choice.variant(), staged))
         stages.setdefault("export_validate_wall_s", {})[p.name] = round(time.perf_counter() - t, 1)
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
@@ -196,7 +208,8 @@ def _build_record(wall_s: float, stages: dict) -> dict:
     """How long this build took, stage by stage, and where (the README's timing comes from here).
 
     `stages["training"]["wall_s"]` is this build's time in training (seconds when the run was cached);
-    `run_stages` are the times the run recorded when it was trained."""
+    `run_stages` are the times the run recorded when it was trained. `stages["peak_rss_mb"]`: each stage's
+    peak resident memory (toolchain.build.memory)."""
     return {
         "wall_s": round(wall_s, 1),
         "source_hash": source_hash(),  # which code built it (toolchain.provenance)

@@ -52,9 +52,17 @@ class Splits:
     test: TextDataset
 
 
+def label_order(names: set[str]) -> list[str]:
+    """The logit order of a dataset's labels: numeric when every label is an integer (2 before 10), otherwise
+    sorted as strings. Either way it does not depend on the order the documents come in."""
+    try:
+        return sorted(names, key=lambda n: (int(n), n))  # ("01", "1"): both 1, still one order
+    except ValueError:
+        return sorted(names)
+
+
 def from_records(records: list[Record], source: str) -> TextDataset:
-    """Records -> TextDataset, after the checks every loader shares. Label names are sorted, so the logit
-    order is the same whatever order the documents come in."""
+    """Records -> TextDataset, after the checks every loader shares. Labels are in `label_order`."""
     if not records:
         raise BadInputError(f"{source}: the dataset is empty")
     empty = [r.id for r in records if not r.text.strip()]
@@ -69,7 +77,7 @@ def from_records(records: list[Record], source: str) -> TextDataset:
     if any(grouped) and not all(grouped):
         missing = next(r.id for r in records if r.group is None)
         raise BadInputError(f"{source}: some documents have a group and some do not (first without: {missing!r})")
-    names = sorted({r.label for r in records})
+    names = label_order({r.label for r in records})
     if len(names) < 2:
         raise BadInputError(f"{source}: only one class ({names[0]!r}); a classifier needs at least two")
     index = {n: i for i, n in enumerate(names)}
