@@ -9,6 +9,7 @@ activations (MatMulInteger) -> metadata -> checker and integrity checks -> write
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import onnx
 from torch import nn
 
 from toolchain.bitconfig import BitConfig
+from toolchain.data.dataset import ModelInput, tokenizer_args
 from toolchain.errors import EdgeqError
 from toolchain.evaluate import DEFAULT_MAX_LENGTH
 from toolchain.exporters import activation_qdq as act
@@ -76,11 +78,12 @@ class ExportResult:
         return d
 
 
-def _calibration_feeds(tokenizer, texts: list[str], names: list[str], max_length: int):
+def _calibration_feeds(tokenizer, texts: Sequence[ModelInput], names: list[str], max_length: int):
     """One text per run, all padded to the longest calibration text (at most `max_length` tokens):
     onnxruntime's histogram calibrators (percentile) stack the runs' activations into one array, so every
     run must have the same shape."""
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    first, second = tokenizer_args(texts)
+    enc = tokenizer(first, second, padding=True, truncation=True, max_length=max_length, return_tensors="np")
     for i in range(len(texts)):
         yield {n: np.asarray(enc[n][i : i + 1], dtype=np.int64) for n in names}
 

@@ -7,6 +7,7 @@ search benches use too.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,21 @@ def profiles_for_model(
             data["accuracy"]["max_drop"] = max_drop
         (dst / path.name).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return dst
+
+
+def run_readme_snippet(package: Path, texts: list) -> dict:
+    """Execute the README's "Using a package" code, as a user copies it, on `package` and `texts` (strings,
+    or (text, text_pair) tuples); returns the names it defined (`logits` among them)."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- package-snippet -->")[1].split("<!-- /package-snippet -->")[0]
+    code = block.split("```python\n")[1].split("```")[0]
+    for line in ('package = "dist/x86_vnni_server"', "texts = ["):
+        assert line in code, f"the README snippet no longer has {line!r}"
+    code = code.replace('package = "dist/x86_vnni_server"', f"package = {str(package)!r}")
+    code = re.sub(r"^texts = \[.*\]$", "texts = test_texts", code, flags=re.M)
+    scope = {"test_texts": texts}
+    exec(compile(code, "README.md (package-snippet)", "exec"), scope)
+    return scope
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ code, `edgeq validate` re-checks it, and tampering is caught.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import LAYER_BITS, REPO_ROOT, profiles_for_model
+from conftest import LAYER_BITS, profiles_for_model, run_readme_snippet
 from tiny import tiny_model_dir, write_tiny_corpus
 from transformers import AutoConfig, AutoTokenizer
 
@@ -207,27 +206,14 @@ def test_manifest_accuracy_reproduced_outside_edgeq(built, build_profiles):
         assert _ort_accuracy(out / name, data) == pytest.approx(manifest["accuracy"]["onnx"], abs=1e-6)
 
 
-def _readme_snippet() -> str:
-    """The README's "Using a package" code, as a user copies it."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = text.split("<!-- package-snippet -->")[1].split("<!-- /package-snippet -->")[0]
-    return block.split("```python\n")[1].split("```")[0]
-
-
 def test_readme_snippet_runs_a_package_with_the_manifests_accuracy(built, capsys):
     """The snippet (onnxruntime + tokenizers, nothing of edgeq) on every test text gives the accuracy the
     manifest reports for onnxruntime's default optimizations, and names labels from config.json."""
     out, data, _ = built
     pkg = out / "rpi5"
     manifest = json.loads((pkg / "manifest.json").read_text())
-    code = _readme_snippet()
-    for line in ('package = "dist/x86_vnni_server"', "texts = ["):
-        assert line in code, f"the README snippet no longer has {line!r}"
-    code = code.replace('package = "dist/x86_vnni_server"', f"package = {str(pkg)!r}")
-    code = re.sub(r"^texts = \[.*\]$", "texts = test_texts", code, flags=re.M)
     texts = [(data / i).read_text(encoding="utf-8") for i in manifest["test_ids"]]
-    scope = {"test_texts": texts}
-    exec(compile(code, "README.md (package-snippet)", "exec"), scope)
+    scope = run_readme_snippet(pkg, texts)
     labels = np.array([manifest["label_names"].index(i.split("/")[0]) for i in manifest["test_ids"]])
     accuracy = 100.0 * float((scope["logits"].argmax(-1) == labels).mean())
     assert accuracy == pytest.approx(manifest["accuracy"]["onnx_default_optimizations"], abs=1e-6)

@@ -108,6 +108,16 @@ def test_folder_format(tmp_path: Path) -> None:
         ("array.jsonl", b'["a", "x"]\n', "line 1: expected an object with text and label"),
         ("dup_ids.csv", b"id,text,label\n7,a,x\n7,b,y\n", "id '7' is used by 2 documents"),
         ("huge_field.csv", b"text,label\n" + b"x" * 200_000 + b",a\nb,c\n", "not valid CSV"),
+        (
+            "half_pairs.csv",
+            b"text,text_pair,label\na,b,x\nc,,y\n",
+            "row 2: missing text_pair (columns: text, label, text_pair (some rows have one",
+        ),
+        (
+            "blank_pair.jsonl",
+            b'{"text": "a", "text_pair": "b", "label": "x"}\n{"text": "c", "text_pair": " ", "label": "y"}\n',
+            "1 empty text_pair(s), first id '1'",
+        ),
     ],
 )
 def test_table_errors(tmp_path: Path, name: str, content: bytes, message: str) -> None:
@@ -117,6 +127,35 @@ def test_table_errors(tmp_path: Path, name: str, content: bytes, message: str) -
     assert info.value.exit_code == EXIT_BAD_INPUT
     assert str(info.value).startswith(str(path)), info.value
     assert message in str(info.value)
+
+
+def test_pairs_load_from_a_table_and_stay_with_their_documents(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "pairs.jsonl",
+        b'{"id": "p1", "text": "a man sleeps", "text_pair": "a person rests", "label": "entailment"}\n'
+        b'{"id": "p2", "text": "a dog barks", "text_pair": "a cat sleeps", "label": "contradiction"}\n',
+    )
+    ds = load_dataset(path)
+    assert ds.is_pairs and ds.text_pairs == ["a person rests", "a cat sleeps"]
+    assert ds.inputs == [("a man sleeps", "a person rests"), ("a dog barks", "a cat sleeps")]
+    assert ds.subset([1]).inputs == [("a dog barks", "a cat sleeps")]
+    single = load_dataset(_write(tmp_path / "single.csv", b"text,label\nhello,a\nworld,b\n"))
+    assert not single.is_pairs and single.inputs == ["hello", "world"]
+
+
+def test_pairs_are_tokenised_as_one_sequence_of_two_segments(tiny_model_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from toolchain.evaluate import encode
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path, local_files_only=True)
+    enc = encode(tok, [("apple boat", "quark"), ("pear", "muon ion")])
+    ids = enc["input_ids"][0].tolist()
+    assert tok.convert_ids_to_tokens(ids) == ["[CLS]", "apple", "boat", "[SEP]", "quark", "[SEP]"]
+    assert enc["token_type_ids"][0].tolist() == [0, 0, 0, 0, 1, 1]
+    assert enc["token_type_ids"][1].tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="mixes single texts and sentence pairs"):
+        encode(tok, ["apple", ("pear", "muon")])
 
 
 def test_folder_errors(tmp_path: Path) -> None:

@@ -42,6 +42,30 @@ def write_tiny_corpus(path: Path, n_per_class: int = 40, seed: int = 0) -> Path:
     return Path(path)
 
 
+def write_tiny_pair_corpus(path: Path, n_per_class: int = 40, seed: int = 0) -> Path:
+    """A sentence-pair task as JSONL: the label is the topic of `text_pair`; `text` is about one of the two
+    other topics (a distractor), so a model that read only `text` could be right at most half the time."""
+    import json
+
+    rng = random.Random(seed)
+    rows = []
+    names = list(_TOPICS)
+    for name in names:
+        for i in range(n_per_class):
+            other = rng.choice([n for n in names if n != name])  # `text` alone: at most 50 % right
+            first = rng.sample(_TOPICS[other], 3) + [rng.choice(_FILLER) for _ in range(4)]
+            second = rng.sample(_TOPICS[name], 4) + [rng.choice(_FILLER) for _ in range(4)]
+            rng.shuffle(first)
+            rng.shuffle(second)
+            rows.append(
+                {"id": f"{name}/{i:03d}", "text": " ".join(first), "text_pair": " ".join(second), "label": name}
+            )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def _save_tokenizer(path: Path, input_names: list[str] | None = None) -> int:
     """The tiny corpus's WordPiece tokenizer saved to `path`; returns the vocabulary size."""
     from transformers import BertTokenizerFast

@@ -135,7 +135,7 @@ def finetune(
     labels = torch.as_tensor(train.labels)
     for step in range(steps):
         idx = batch_indices(len(train), batch_size, seed, step)
-        logits = model(**encode(tokenizer, [train.texts[i] for i in idx], max_length)).logits
+        logits = model(**encode(tokenizer, [train.inputs[i] for i in idx], max_length)).logits
         loss = nn.functional.cross_entropy(logits, labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()

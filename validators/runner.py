@@ -9,11 +9,14 @@ importing torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from toolchain.data.dataset import ModelInput, tokenizer_args
 
 THREADS = 2  # the validation machines have 2 cores; latency is reported at this setting
 BATCH_SIZE = 32
@@ -40,14 +43,19 @@ def input_names(sess) -> list[str]:
     return [i.name for i in sess.get_inputs()]
 
 
-def tokenize(tokenizer, texts: list[str], names: list[str], max_length: int, pad_to: int | None = None) -> dict:
-    """int64 feeds for `names`; padded to the batch's longest text, or to `pad_to` tokens."""
+def tokenize(
+    tokenizer, texts: Sequence[ModelInput], names: list[str], max_length: int, pad_to: int | None = None
+) -> dict:
+    """int64 feeds for `names`; padded to the batch's longest text (or pair), or to `pad_to` tokens."""
     padding = "max_length" if pad_to else True
-    enc = tokenizer(texts, padding=padding, truncation=True, max_length=pad_to or max_length, return_tensors="np")
+    first, second = tokenizer_args(texts)
+    enc = tokenizer(
+        first, second, padding=padding, truncation=True, max_length=pad_to or max_length, return_tensors="np"
+    )
     return {n: np.asarray(enc[n], dtype=np.int64) for n in names}
 
 
-def logits(sess, tokenizer, texts: list[str], max_length: int, batch_size: int = BATCH_SIZE) -> np.ndarray:
+def logits(sess, tokenizer, texts: Sequence[ModelInput], max_length: int, batch_size: int = BATCH_SIZE) -> np.ndarray:
     """(N, C) float32 logits of `texts`, in batches."""
     names = input_names(sess)
     out = [

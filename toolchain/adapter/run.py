@@ -101,7 +101,7 @@ class Run:
             return full if rows is None else full[list(rows)]
         if split_name != "val":
             raise BadInputError(f"split: {split_name!r} is not one of train, val, test")
-        texts = self.splits.val.texts if rows is None else [self.splits.val.texts[i] for i in rows]
+        texts = self.splits.val.inputs if rows is None else [self.splits.val.inputs[i] for i in rows]
         out = predict_logits(self._float, self.tokenizer, texts, self.settings.max_length)
         if rows is None:
             self._logits["val"] = out
@@ -157,6 +157,6 @@ class Run:
         if ds is None:
             raise BadInputError(f"split: {split!r} is not one of val, test")
         logits = predict_logits(
-            self.quantized_model(bit_config, rank, table), self.tokenizer, ds.texts, self.settings.max_length
+            self.quantized_model(bit_config, rank, table), self.tokenizer, ds.inputs, self.settings.max_length
         )
         return metrics(logits, ds.labels, self.float_logits(split))

@@ -55,17 +55,21 @@ def code_hash() -> str:
 
 
 def dataset_json(ds: TextDataset) -> str:
-    """The run's copy of its data. Groups are kept when there are any (the split depends on them); without
-    groups the record is what it was before groups existed."""
+    """The run's copy of its data. Groups and text pairs are kept when there are any; without them the
+    record is what it was before either existed."""
     record = {"texts": ds.texts, "labels": ds.labels, "ids": ds.ids, "label_names": ds.label_names, "source": ds.source}
     if ds.groups is not None:
         record["groups"] = ds.groups
+    if ds.text_pairs is not None:
+        record["text_pairs"] = ds.text_pairs
     return json.dumps(record, ensure_ascii=False)
 
 
 def read_dataset(path: Path) -> TextDataset:
     d = json.loads(Path(path).read_text(encoding="utf-8"))
-    return TextDataset(d["texts"], d["labels"], d["ids"], d["label_names"], d["source"], d.get("groups"))
+    return TextDataset(
+        d["texts"], d["labels"], d["ids"], d["label_names"], d["source"], d.get("groups"), d.get("text_pairs")
+    )
 
 
 class Timer:
@@ -87,9 +91,9 @@ class Timer:
 
 
 def _same_data(path: Path, ds: TextDataset) -> bool:
-    """Same documents, labels, ids and class names; the `source` label (a path or a name) may differ."""
+    """Same documents (and pairs), labels, ids and class names; the `source` label (a path or a name) may differ."""
     old = read_dataset(path)
-    return (old.texts, old.labels, old.ids, old.label_names) == (ds.texts, ds.labels, ds.ids, ds.label_names)
+    return (old.inputs, old.labels, old.ids, old.label_names) == (ds.inputs, ds.labels, ds.ids, ds.label_names)
 
 
 def _same_settings(path: Path, settings: TrainSettings) -> bool:

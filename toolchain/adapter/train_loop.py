@@ -119,7 +119,7 @@ def train_step(
     total = 0.0
     for config, table, chunk in zip(configs, tables, chunks):
         model.set_config(config, rank, table)
-        logits = net(**data.inputs([data.train.texts[i] for i in chunk]))
+        logits = net(**data.inputs([data.train.inputs[i] for i in chunk]))
         dev = logits.device
         loss = distill_loss(logits, labels[chunk].to(dev), data.teacher[chunk].to(dev), settings.distill_weight)
         par.backward(loss * config_weight(loss, settings.weighting, par) * len(chunk) * par.num / len(idx))
@@ -129,7 +129,7 @@ def train_step(
 
 def validation_scorer(model: CoAModel, data: TrainData) -> Callable[[BitConfig], float]:
     """score(config): CE of `config` at full rank on the first VAL_BATCH validation documents."""
-    texts, labels = data.val.texts[:VAL_BATCH], torch.as_tensor(data.val.labels[:VAL_BATCH])
+    texts, labels = data.val.inputs[:VAL_BATCH], torch.as_tensor(data.val.labels[:VAL_BATCH])
     inputs = data.inputs(texts)
 
     @torch.no_grad()

@@ -129,8 +129,8 @@ def logits_stage(run_dir: Path, model, tok, splits, s: TrainSettings) -> None:
         return
     timer = files.Timer()
     out = {
-        "train": predict_logits(model, tok, splits.train.texts, s.effective_train_length),
-        "test": predict_logits(model, tok, splits.test.texts, s.max_length),
+        "train": predict_logits(model, tok, splits.train.inputs, s.effective_train_length),
+        "test": predict_logits(model, tok, splits.test.inputs, s.max_length),
     }
     atomic_write_bytes(run_dir / files.LOGITS, save({k: v.contiguous() for k, v in out.items()}))
     timer.record(run_dir, "float_logits")

@@ -81,14 +81,14 @@ def package_device(
             float_path=Path(scratch) / "float.onnx",
         )
         twin = twin_of(qmodel, export)  # the torch model computing exactly what the graph computes
-        fidelity_texts = test.texts[:FIDELITY_SAMPLES]
+        fidelity_texts = test.inputs[:FIDELITY_SAMPLES]
         reference = predict_logits(twin, run.tokenizer, fidelity_texts, run.settings.max_length).numpy()
         np.save(stage / REFERENCE_LOGITS, reference)  # lets `edgeq validate` re-check fidelity without torch
         report = validate(
             stage / "model.onnx",
             profile,
             tokenizer=run.tokenizer,
-            texts=test.texts,
+            texts=test.inputs,
             labels=test.labels,
             reference_logits=reference,
             float_reference_accuracy=run.float_accuracy,
@@ -112,7 +112,7 @@ def _tables_kind(run, profile: DeviceProfile) -> str:
 
 def calibration_texts(train, n: int) -> list[str]:
     """The first `n` training texts, one per class in turn (train keeps the dataset's order, by class)."""
-    return [train.texts[i] for i in interleave_classes(range(len(train)), train.labels)[:n]]
+    return [train.inputs[i] for i in interleave_classes(range(len(train)), train.labels)[:n]]
 
 
 def _manifest(ctx, profile, config, variant, export, report, stage: Path) -> Manifest:
@@ -127,7 +127,9 @@ def _manifest(ctx, profile, config, variant, export, report, stage: Path) -> Man
         model_sha256=ctx.model_sha256,
         data_source=ctx.data_source,
         label_names=list(run.label_names),
-        tokenizer=TokenizerSettings(max_length=run.settings.max_length, input_names=_input_names(stage)),
+        tokenizer=TokenizerSettings(
+            max_length=run.settings.max_length, input_names=_input_names(stage), pairs=run.splits.test.is_pairs
+        ),
         bit_config=config,
         variant=variant,
         sizes=Sizes(

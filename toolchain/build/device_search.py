@@ -162,18 +162,20 @@ class SplitDocs:
         """The first documents of the run's `split` ('val' or 'test'): `n_docs` of them, and no more than fit
         in `max_tokens` tokens as the model reads them (truncated to max_length; at least one document).
         Both None: the whole split."""
+        from toolchain.data.dataset import tokenizer_args
         from toolchain.errors import BadInputError
         from toolchain.evaluate import encode
 
         if split not in ("val", "test"):
             raise BadInputError(f"split: {split!r} is not one of val, test")
         ds = run.splits.val if split == "val" else run.splits.test
-        n = len(ds.texts) if n_docs is None else min(n_docs, len(ds.texts))
-        read = run.tokenizer(list(ds.texts[:n]), truncation=True, max_length=run.settings.max_length)
+        n = len(ds) if n_docs is None else min(n_docs, len(ds))
+        first, second = tokenizer_args(ds.inputs[:n])
+        read = run.tokenizer(first, second, truncation=True, max_length=run.settings.max_length)
         lengths = [len(ids) for ids in read["input_ids"]]
         if max_tokens is not None:
             n = max(1, sum(1 for total in itertools.accumulate(lengths) if total <= max_tokens))
-        texts = ds.texts[:n]
+        texts = ds.inputs[:n]
         order = sorted(range(n), key=lambda i: (lengths[i], i))
         batches = tuple(
             encode(run.tokenizer, [texts[i] for i in order[k : k + batch_size]], run.settings.max_length)

@@ -26,6 +26,8 @@ def dataset_sha256(ds: TextDataset) -> str:
         h.update(f"{doc_id}\x1f{label}\x1f{text}\x1e".encode())
     if ds.groups is not None:  # the split depends on them (ungrouped data hashes as before groups existed)
         h.update("\x1d".join(ds.groups).encode())
+    if ds.text_pairs is not None:  # likewise: single-text data hashes as before pairs existed
+        h.update(b"\x1c" + "\x1d".join(ds.text_pairs).encode())
     return h.hexdigest()
 
 

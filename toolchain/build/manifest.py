@@ -22,6 +22,7 @@ class TokenizerSettings(BaseModel):
     padding: str = "longest"
     truncation: bool = True
     input_names: list[str]
+    pairs: bool = False  # a sentence-pair task: each input is (text, text_pair), encoded as one sequence
 
 
 class Sizes(BaseModel):

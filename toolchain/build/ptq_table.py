@@ -25,7 +25,7 @@ def quantize_table(run_dir: Path, bits: Sequence[int], roundings: Sequence[str],
         for r in roundings:
             qmodel = quantize_model(float_model, config, Rounding(r))
             m = metrics(
-                predict_logits(qmodel, run.tokenizer, test.texts, run.settings.max_length), test.labels, reference
+                predict_logits(qmodel, run.tokenizer, test.inputs, run.settings.max_length), test.labels, reference
             )
             rows.append({"bits": b, "rounding": r, **m.to_dict()})
             print(f"{b} bits {r:>3}: accuracy {m.accuracy:6.2f} %  agreement {m.agreement:6.2f} %  KL {m.kl:.4f}")

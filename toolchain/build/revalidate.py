@@ -41,7 +41,7 @@ def revalidate(package: Path, data: str | None = None, *, latency: bool = True):
             package / "model.onnx",
             DeviceProfile.model_validate(manifest.profile),
             tokenizer=AutoTokenizer.from_pretrained(package, local_files_only=True),
-            texts=test.texts,
+            texts=test.inputs,
             labels=test.labels,
             reference_logits=np.load(package / REFERENCE_LOGITS),
             float_reference_accuracy=manifest.accuracy["float_reference"],

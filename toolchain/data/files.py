@@ -10,6 +10,8 @@ from pathlib import Path
 from toolchain.data.dataset import Record, TextDataset, from_records
 from toolchain.errors import BadInputError
 
+OPTIONAL_COLUMNS = ("group", "text_pair")  # when one row has it, every row needs it
+
 
 def read_text(path: Path, fallback: str | None) -> str:
     raw = path.read_bytes()  # decoded whole, so an error's byte offset is the file's
@@ -59,18 +61,22 @@ def _rows_jsonl(path: Path, text: str) -> list[dict]:
 
 
 def load_table(path: Path) -> TextDataset:
-    """CSV or JSONL with `text` and `label` columns, an optional `id`, and an optional `group`: documents
-    of one group (one speech, one author, one product) all go to the same split."""
+    """CSV or JSONL with `text` and `label` columns, an optional `id`, an optional `group` (documents of one
+    group, one speech, one author, one product, all go to the same split) and an optional `text_pair` (a
+    sentence-pair task: the model reads `text` and `text_pair` together)."""
     path = Path(path)
     reader = _rows_jsonl if path.suffix.lower() in {".jsonl", ".json"} else _rows_csv
     rows = reader(path, read_text(path, None))
-    grouped = any(row.get("group") not in (None, "") for row in rows)
+    optional = [k for k in OPTIONAL_COLUMNS if any(row.get(k) not in (None, "") for row in rows)]
     records = []
     for n, row in enumerate(rows):
-        missing = [k for k in ("text", "label", *(["group"] if grouped else [])) if row.get(k) in (None, "")]
+        missing = [k for k in ("text", "label", *optional) if row.get(k) in (None, "")]
         if missing:
-            columns = "text, label" + (", group (some rows have one, so every row needs one)" if grouped else "")
+            columns = ", ".join(
+                ["text", "label", *(f"{k} (some rows have one, so every row needs one)" for k in optional)]
+            )
             raise BadInputError(f"{path}: row {n + 1}: missing {' and '.join(missing)} (columns: {columns})")
-        group = str(row["group"]) if grouped else None
-        records.append(Record(str(row.get("id") or n), str(row["text"]), str(row["label"]), group))
+        group = str(row["group"]) if "group" in optional else None
+        pair = str(row["text_pair"]) if "text_pair" in optional else None
+        records.append(Record(str(row.get("id") or n), str(row["text"]), str(row["label"]), group, pair))
     return from_records(records, str(path))
