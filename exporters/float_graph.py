@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import onnx
 import onnxslim
@@ -28,24 +28,37 @@ from onnx import helper, version_converter
 from torch import nn
 
 from toolchain.errors import BadInputError
+from toolchain.profiles import DeviceProfile, op_key
 
 EXPORT_MAX_OPSET = 18  # see the module docstring: opset 20 emits Gelu
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 
 
+def is_causal(model: nn.Module) -> bool:
+    """Whether the model's attention is causal (a decoder: Llama, Qwen2, ...): transformers marks its
+    attention modules `is_causal`."""
+    return any(getattr(m, "is_causal", False) is True for m in model.modules())
+
+
 class _LogitsWithAdditiveMask(nn.Module):
-    """Calls the classifier with a prepared additive mask so that the graph holds only simple ops."""
+    """Calls the classifier with a prepared additive mask so that the graph holds only simple ops. For a
+    decoder the mask is causal too (a prepared mask replaces the one transformers would build): a token
+    sees the tokens up to itself that are not padding."""
 
     def __init__(self, model: nn.Module, input_names: tuple[str, ...]):
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.causal = is_causal(model)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(self.input_names, inputs))
-        mask = kwargs["attention_mask"][:, None, None, :].to(torch.float32)  # (B, 1, 1, S)
-        kwargs["attention_mask"] = (1.0 - mask) * torch.finfo(torch.float32).min
+        keep = kwargs["attention_mask"][:, None, None, :].to(torch.float32)  # (B, 1, 1, S)
+        if self.causal:
+            size = keep.shape[-1]
+            keep = torch.tril(torch.ones(size, size, dtype=torch.float32))[None, None] * keep  # (B, 1, S, S)
+        kwargs["attention_mask"] = (1.0 - keep) * torch.finfo(torch.float32).min
         return self.model(**kwargs).logits
 
 
@@ -121,13 +134,55 @@ def export_float_graph(model: nn.Module, tokenizer, opset: int) -> onnx.ModelPro
     return convert_opset(graph, opset)
 
 
-def check_exportable(model: nn.Module, tokenizer, opset: int, source: object) -> None:
-    """BadInputError naming `source` unless the model's float graph exports: checked before any training,
-    so an architecture the exporter cannot trace fails in seconds, not after the fine-tune."""
+# onnxruntime vs torch on the float graph: about 1e-6 on the architectures that export correctly; a graph that
+# computes something else (a dropped mask, an op exported wrongly) is off by whole logits.
+FLOAT_GRAPH_TOLERANCE = 1e-3
+
+
+def _float_graph_error(model: nn.Module, tokenizer, graph: onnx.ModelProto) -> float:
+    """Max abs difference between onnxruntime's logits of `graph` and torch's, on the sample inputs."""
+    import onnxruntime as ort
+
+    names = model_input_names(model, tokenizer)
+    inputs = _sample_inputs(tokenizer, names)
+    with _eager_attention(model), torch.no_grad():
+        want = model.eval()(**dict(zip(names, inputs))).logits.float().numpy()
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {n: x.numpy() for n, x in zip(names, inputs)})[0]
+    return float(abs(got - want).max())
+
+
+def check_exportable(model: nn.Module, tokenizer, profiles: Sequence[DeviceProfile], source: object) -> None:
+    """BadInputError naming `source` unless the model's float graph exports and every profile's device runs
+    its ops: checked before any training, so an architecture the exporter cannot trace, or that needs an op
+    a device lacks, fails in seconds, not after the fine-tune. The quantized graph adds only ops the
+    profile's own checks require it to allow (DequantizeLinear, BitShift, ...)."""
+    kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     try:
-        _torch_export(model, tokenizer, min(opset, EXPORT_MAX_OPSET))
+        opset = min(EXPORT_MAX_OPSET, *(p.onnx.opset for p in profiles))
+        graph = onnxslim.slim(_torch_export(model, tokenizer, opset), no_shape_infer=True)
     except Exception as exc:  # the tracer and the exporter raise many kinds; all mean "not exportable"
-        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise BadInputError(
             f"{source}: the exporter cannot trace this architecture ({kind}): {type(exc).__name__}: {exc}"
         ) from exc
+    diff = _float_graph_error(model, tokenizer, graph)
+    if not diff <= FLOAT_GRAPH_TOLERANCE:  # NaN included
+        raise BadInputError(
+            f"{source}: the exported float graph of this architecture ({kind}) does not compute what torch "
+            f"computes: max abs logit difference {diff:.3g} > {FLOAT_GRAPH_TOLERANCE} in onnxruntime on two "
+            "padded sample texts; this architecture is not supported"
+        )
+    problems = []
+    for p in profiles:
+        needs = {}  # op -> first node using it
+        for node in graph.graph.node:
+            needs.setdefault(op_key(node), node.name or "(unnamed)")
+        lacking = sorted(set(needs) - p.onnx.allowed_ops())
+        if lacking:
+            ops = ", ".join(f"{op} (node {needs[op]})" for op in lacking)
+            problems.append(
+                f"{p.where}: onnx.op_sets: the {kind} graph of {source} needs ops this device does not run: "
+                f"{ops}; allow them (extra_ops, or op_sets: [onnx] for a runtime with the whole standard)"
+            )
+    if problems:
+        raise BadInputError(problems)

@@ -126,6 +126,31 @@ def test_ops_violations_listed_by_node_name():
     assert check_ops(_model(nodes, inits), extra).op_violations == []
 
 
+def test_small_int32_constants_are_index_arithmetic_and_large_ones_are_refused():
+    inits = [
+        numpy_helper.from_array(np.arange(3, dtype=np.int32), "offsets"),  # RoBERTa's position-id arithmetic
+        numpy_helper.from_array(np.zeros((16, 16), np.int32), "int32_weight"),  # 256 elements: not an index
+        numpy_helper.from_array(np.ones(2, bool), "flags"),
+    ]
+    res = check_ops(_model([helper.make_node("Relu", ["x"], ["y"], name="r")], inits), _profile("npu_int8"))
+    assert res.dtype_violations == ["int32_weight: INT32"]
+
+
+def test_the_onnx_op_set_is_the_standard_at_the_profiles_opset_less_what_the_device_lacks():
+    from toolchain.profiles import standard_ops
+
+    assert {"CumSum", "Cos", "Sin", "ArgMax", "Trilu", "DequantizeLinear", "BitShift"} <= standard_ops(21)
+    assert "Trilu" not in standard_ops(13) and "Upsample" not in standard_ops(21)  # 14+; deprecated at 10
+    rpi5 = _profile("rpi5")
+    assert rpi5.onnx.op_sets == ["onnx"] and rpi5.onnx.allowed_ops() == standard_ops(21)
+    lacking = rpi5.onnx.model_copy(update={"lacks_ops": ["CumSum"]})
+    assert lacking.allowed_ops() == standard_ops(21) - {"CumSum"}
+    nodes = [helper.make_node("CumSum", ["x", "axis"], ["y"], name="positions")]
+    assert check_ops(_model(nodes, []), rpi5).op_violations == []
+    npu = _profile("npu_int8")
+    assert check_ops(_model(nodes, []), npu).op_violations == ["positions: CumSum"]
+
+
 def test_ops_opset_and_ir_version_must_be_the_profiles():
     res = check_ops(_model([helper.make_node("Relu", ["x"], ["y"], name="r")], []), _profile("npu_int8"))
     assert res.version_violations == [

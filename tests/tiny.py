@@ -103,6 +103,40 @@ def tiny_model_dir(
     return path
 
 
+# Tiny seeded configurations of the architectures the build supports: (model_type, config arguments). The
+# tokenizer is the tiny WordPiece one; [PAD] (id 0) is every model's pad token.
+_ARCH = {
+    "distilbert": dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128),
+    "roberta": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
+    "electra": dict(hidden_size=64, embedding_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=128),
+    "modernbert": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                       bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3),
+    "llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                  intermediate_size=128),
+    "qwen2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                  intermediate_size=128),
+    "deberta-v2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
+}  # fmt: skip
+ARCHITECTURES = tuple(_ARCH)
+
+
+def tiny_architecture_dir(path: Path, model_type: str, seed: int = 0) -> Path:
+    """A seeded, randomly initialised base model (no task head) of `model_type` and the tiny tokenizer
+    (token type ids only where the architecture has them)."""
+    from transformers import AutoConfig, AutoModel
+
+    path = Path(path)
+    types = model_type in ("electra",)  # the others have no token type embeddings worth feeding
+    vocab_size = _save_tokenizer(path, None if types else ["input_ids", "attention_mask"])
+    config = AutoConfig.for_model(
+        model_type, vocab_size=vocab_size, max_position_embeddings=160, pad_token_id=0, **_ARCH[model_type]
+    )
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(path)
+    return path
+
+
 def tiny_distilbert_dir(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A seeded, randomly initialised DistilBERT base model (its head, `pre_classifier` + `classifier`, is not
     saved: transformers initialises it) and the tiny WordPiece tokenizer, without token type ids."""

@@ -132,5 +132,10 @@ def load_checkpoint(path: Path | str, label_names: list[str], seed: int | None =
     if not head & new:  # the directory's own head, trained for its own label order
         task_head.align_labels(model, task_head.trained_labels(config), label_names, str(path))
     if not quantizable_layers(model):
-        raise BadInputError(f"{path}: the model has no Linear layers to quantize")
+        kinds = sorted({type(m).__name__ for m in model.modules() if getattr(m, "weight", None) is not None
+                        and m.weight.dim() == 2 and not isinstance(m, nn.Embedding | nn.Linear)})  # fmt: skip
+        found = f" (its weight layers are {', '.join(kinds)}, which edgeq does not quantize)" if kinds else ""
+        raise BadInputError(
+            f"{path}: model_type {config.model_type!r} has no nn.Linear layers to quantize outside its task head{found}"
+        )
     return Checkpoint(model.eval(), tokenizer, new)

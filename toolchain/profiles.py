@@ -6,12 +6,14 @@ Every problem is reported at once, each naming the file, the field, the bad valu
 
 from __future__ import annotations
 
+import functools
 import reprlib
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+import onnx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -28,8 +30,10 @@ BLOCKED_MIN_ORT = (1, 19)
 
 
 class OpSet(StrEnum):
-    """Named groups of ONNX ops; a profile allows the union of the sets it names plus `extra_ops`."""
+    """Named groups of ONNX ops; a profile allows the union of the sets it names plus `extra_ops`, less
+    `lacks_ops`."""
 
+    ONNX = "onnx"  # every default-domain op the ONNX standard defines at the profile's opset (standard_ops)
     TRANSFORMER = "transformer"  # what a float BERT-style encoder exports to
     QDQ_WEIGHTS = "qdq_weights"  # DequantizeLinear on integer weights
     QDQ_ACTIVATIONS = "qdq_activations"  # QuantizeLinear/DequantizeLinear pairs on activations
@@ -48,6 +52,26 @@ OP_SETS: dict[OpSet, frozenset[str]] = {
     OpSet.INT8_DYNAMIC: frozenset({"DynamicQuantizeLinear", "MatMulInteger"}),
     OpSet.PACKED_GATHER: frozenset({"BitShift"}),
 }
+
+
+def op_key(node: onnx.NodeProto) -> str:
+    """A node's op as `allowed_ops` names it: the op type, or `domain::OpType` outside the default domain."""
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+
+
+@functools.cache
+def standard_ops(opset: int) -> frozenset[str]:
+    """Every op of the default ONNX domain defined, and not deprecated, at `opset` (onnx.defs): what a runtime
+    implementing the standard runs, as onnxruntime's CPU provider does."""
+    out = set()
+    for name in {s.name for s in onnx.defs.get_all_schemas_with_history() if s.domain == ""}:
+        try:
+            schema = onnx.defs.get_schema(name, opset, "")
+        except onnx.defs.SchemaError:  # introduced after `opset`
+            continue
+        if not schema.deprecated:
+            out.add(name)
+    return frozenset(out)
 
 
 class ActivationQuant(StrEnum):
@@ -175,7 +199,8 @@ class OnnxSpec(_Strict):
     opset: int = Field(ge=MIN_OPSET, le=MAX_OPSET)
     min_onnxruntime: str = Field(pattern=r"^\d+\.\d+(\.\d+)?$")
     op_sets: list[OpSet] = [OpSet.TRANSFORMER, OpSet.QDQ_WEIGHTS]
-    extra_ops: list[str] = []
+    extra_ops: list[str] = []  # ops the device runs beyond its op sets (`domain::OpType` outside the default domain)
+    lacks_ops: list[str] = []  # ops its op sets name that the device's runtime does not run
 
     @property
     def ort_version(self) -> tuple[int, int]:
@@ -184,7 +209,8 @@ class OnnxSpec(_Strict):
 
     def allowed_ops(self) -> frozenset[str]:
         """Allowed op types; ops outside the default domain are written `domain::OpType`."""
-        return frozenset().union(*(OP_SETS[s] for s in self.op_sets), self.extra_ops)
+        named = [standard_ops(self.opset) if s is OpSet.ONNX else OP_SETS[s] for s in self.op_sets]
+        return frozenset().union(*named, self.extra_ops) - set(self.lacks_ops)
 
 
 class Accuracy(_Strict):
@@ -264,9 +290,10 @@ def _cross_field_problems(p: DeviceProfile) -> list[str]:
     if p.activations is ActivationQuant.INT8_DYNAMIC:
         problems += _dynamic_problems(p)
     e = p.embeddings
-    if e is not None and e.bits < 8 and OpSet.PACKED_GATHER not in p.onnx.op_sets:
+    ops = p.onnx.allowed_ops()
+    if e is not None and e.bits < 8 and not OP_SETS[OpSet.PACKED_GATHER] <= ops:
         problems.append(f"embeddings: {e.bits}-bit tables need packed_gather in onnx.op_sets (BitShift unpacks them)")
-    if OpSet.QDQ_WEIGHTS not in p.onnx.op_sets:
+    if not OP_SETS[OpSet.QDQ_WEIGHTS] <= ops:
         problems.append("onnx.op_sets: qdq_weights is required (integer weights feed DequantizeLinear)")
     return problems
 
@@ -292,7 +319,7 @@ def _widening_problems(p: DeviceProfile) -> list[str]:
 def _static_problems(p: DeviceProfile) -> list[str]:
     """Static QDQ activations: calibrated Q/DQ pairs; sub-byte weights widened to int8, so symmetric."""
     out = []
-    if OpSet.QDQ_ACTIVATIONS not in p.onnx.op_sets:
+    if not OP_SETS[OpSet.QDQ_ACTIVATIONS] <= p.onnx.allowed_ops():
         out.append("activations: int8_static needs qdq_activations in onnx.op_sets")
     out += _widening_problems(p)
     if any(c.bits < 8 for c in p.weights.containers) and p.weights.schemes != [Scheme.SYMMETRIC]:
@@ -306,7 +333,7 @@ def _static_problems(p: DeviceProfile) -> list[str]:
 def _dynamic_problems(p: DeviceProfile) -> list[str]:
     """MatMulInteger reads signed integers with one scale per output channel, and nothing else."""
     out = []
-    if OpSet.INT8_DYNAMIC not in p.onnx.op_sets:
+    if not OP_SETS[OpSet.INT8_DYNAMIC] <= p.onnx.allowed_ops():
         out.append("activations: int8_dynamic needs int8_dynamic in onnx.op_sets")
     if not set(p.weights.containers) <= set(DYNAMIC_CONTAINERS):
         out.append(

@@ -2,31 +2,31 @@
 
 - node (domain, op_type): allowed when `profile.onnx.allowed_ops()` holds the op type (default domain) or
   `domain::OpType` (any other domain);
-- initializer dtypes: float32, int64 (shapes, axes), the profile's weight containers, int8 for an int8
-  embedding table, int8 head or an int8 adapter branch (`adapter_branch`), uint8 for packed 2/3/4-bit
-  embedding fields, fp16 for embedding scales, uint8/int8 zero points of static int8
-  activations;
+- initializer dtypes: float32, int64 (shapes, axes), int32 and bool constants of at most INDEX_CONSTANT
+  elements (index arithmetic: RoBERTa's position ids, a decoder's last-token index), the profile's weight
+  containers, int8 for an int8 embedding table, int8 head or an int8 adapter branch (`adapter_branch`),
+  uint8 for packed 2/3/4-bit embedding fields, fp16 for embedding scales, uint8/int8 zero points of static
+  int8 activations;
 - the model's default-domain opset and IR version are the profile's opset and the smallest IR version that
   carries it. Violations are listed by node or initializer name.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import onnx
 from onnx import TensorProto, helper
 
-from toolchain.profiles import ActivationQuant, DeviceProfile, TensorQuant
+from toolchain.profiles import ActivationQuant, DeviceProfile, TensorQuant, op_key
 from toolchain.validators.result import result_dict
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 MAX_LISTED = 20  # violations listed one by one; the rest are counted
-
-
-def op_key(node: onnx.NodeProto) -> str:
-    return node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
+INDEX_CONSTANT = 64  # elements: an int32 / bool initializer this small is index arithmetic, not weights
+_INDEX_TYPES = {TensorProto.INT32, TensorProto.BOOL}
 
 
 def allowed_dtypes(profile: DeviceProfile) -> set[int]:
@@ -82,6 +82,10 @@ def _version_violations(model: onnx.ModelProto, profile: DeviceProfile) -> list[
     return out
 
 
+def _index_constant(init: onnx.TensorProto) -> bool:
+    return init.data_type in _INDEX_TYPES and math.prod(init.dims) <= INDEX_CONSTANT
+
+
 def check_ops(model: onnx.ModelProto, profile: DeviceProfile) -> OpsResult:
     allowed_ops, dtypes = profile.onnx.allowed_ops(), allowed_dtypes(profile)
     counts: dict[str, int] = {}
@@ -91,7 +95,7 @@ def check_ops(model: onnx.ModelProto, profile: DeviceProfile) -> OpsResult:
     bad_types = [
         f"{i.name}: {TensorProto.DataType.Name(i.data_type)}"
         for i in model.graph.initializer
-        if i.data_type not in dtypes
+        if i.data_type not in dtypes and not _index_constant(i)
     ]
     return OpsResult(
         "ops",

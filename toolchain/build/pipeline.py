@@ -73,7 +73,7 @@ def check_inputs(s: BuildSettings) -> Inputs:
         )
     specs = quantizable_layers(model)
     search = search_profiles(profiles, model, specs)  # a budget nothing can meet names the smallest cost
-    check_exportable(model, tokenizer, min(p.onnx.opset for p in profiles), model_dir)
+    check_exportable(model, tokenizer, profiles, model_dir)
     return Inputs(profiles, search, model_dir, dataset, specs, model_sha256(model_dir))
 
 
