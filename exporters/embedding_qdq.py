@@ -2,8 +2,8 @@
 
 DequantizeLinear of the whole table before Gather is not fused by onnxruntime: it dequantizes the full
 table on every run (+20 ms on MiniLM's word embeddings, docs/onnxruntime.md). So the graph gathers integer
-rows and their scales and dequantizes the (..., hidden) result. Every nn.Embedding of the model (word,
-position, token type) is rewritten, whatever its indices. The integers are `toolchain.quant.tables`'s.
+rows and their scales and dequantizes the (..., hidden) result. Every integer table of the model (word,
+position, token type: `table_modules`) is rewritten, whatever its indices. The integers are `toolchain.quant.tables`'s.
 
 8 bits (int8 entries, one fp16 scale per row):
 
@@ -32,6 +32,7 @@ from torch import nn
 
 from toolchain.errors import BadInputError, EdgeqError
 from toolchain.exporters.qdq_weights import int_tensor
+from toolchain.models import table_modules
 from toolchain.profiles import BLOCKED_MIN_OPSET, EmbeddingQuant
 from toolchain.quant.containers import Container
 from toolchain.quant.core import QuantizedWeight, Scheme
@@ -40,10 +41,12 @@ from toolchain.quant.tables import groups_per_row, offset, pack_fields, quantize
 
 
 def table_weights(model: nn.Module, spec: EmbeddingQuant) -> dict[str, tuple[torch.Tensor, QuantizedWeight]]:
-    """module name -> (the table the graph holds, its integers as `spec` stores them) of every nn.Embedding:
-    a QuantEmbedding's own integers (refused unless they are in format `spec`), else quantize_table's."""
+    """module name -> (the table the graph holds, its integers as `spec` stores them) of every integer table
+    (`table_modules`): a QuantEmbedding's own integers (refused unless they are in format `spec`), else
+    quantize_table's."""
     out = {}
-    for name, m in model.named_modules():
+    for name in table_modules(model):
+        m = model.get_submodule(name)
         if isinstance(m, QuantEmbedding):
             qw = m.qweight
             if (qw.bits, qw.scheme, qw.block_size) != (spec.bits, spec.scheme, spec.block_size):
@@ -52,7 +55,7 @@ def table_weights(model: nn.Module, spec: EmbeddingQuant) -> dict[str, tuple[tor
                     f"the profile stores {spec.label()}"
                 )
             out[name] = (m.weight.detach(), qw)
-        elif isinstance(m, nn.Embedding):
+        else:
             out[name] = (m.weight.detach(), quantize_table(m.weight, spec))
     return out
 

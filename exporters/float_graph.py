@@ -6,7 +6,9 @@ Route (measured on MiniLM and the tiny test BERT, torch 2.13, onnx 1.23, onnxsli
   profiles' `transformer` op set; 18 keeps the `Erf` form every runtime runs (onnxruntime fuses it anyway).
 - Attention runs eagerly with an additive 4-D mask computed in the wrapper: transformers' own mask
   builder exports to `Range/And/GreaterOrEqual/Expand` (ops outside the op set), and SDPA does not export
-  at opset 13. A prepared 4-D mask is passed through by transformers as is (documented contract).
+  at opset 13. A prepared 4-D mask is passed through by transformers as is (documented contract). A model
+  that reads the mask as 0/1 weights instead (DeBERTa multiplies its embeddings by it, and an additive
+  mask turns every row into inf and NaN) keeps its own 2-D mask: `takes_additive_mask` asks torch which.
 - onnxslim folds the shape arithmetic and keeps named `MatMul` nodes; onnxsim rewrites MatMul+Add into
   anonymous `Reshape/Gemm/Reshape` chains, which loses the node names the weight matcher checks.
 - `onnx.version_converter` lifts the slimmed graph to the profile's opset (21, 25); outputs were
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -33,6 +36,15 @@ from toolchain.profiles import DeviceProfile, op_key
 EXPORT_MAX_OPSET = 18  # see the module docstring: opset 20 emits Gelu
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
+# onnxruntime vs torch on the float graph: about 1e-6 on the architectures that export correctly; a graph that
+# computes something else (a dropped mask, an op exported wrongly) is off by whole logits.
+FLOAT_GRAPH_TOLERANCE = 1e-3
+# Float constants the float graph may hold beyond the model's parameters, as a fraction of them. Every
+# architecture that exports cleanly holds fewer (folded position ids and token-type rows). DeBERTa-v3's
+# relative-position projections fold into per-layer constants, 2 x layers x the position table: +6 % on
+# the tiny test model; on DeBERTa-v3-base that would be 12 x 2 x 512 x 768 = 9.4 M values (5 % of its
+# 184 M parameters), shipped in fp32 outside every budget.
+FOLDED_CONSTANTS_TOLERANCE = 0.01
 
 
 def is_causal(model: nn.Module) -> bool:
@@ -42,18 +54,21 @@ def is_causal(model: nn.Module) -> bool:
 
 
 class _LogitsWithAdditiveMask(nn.Module):
-    """Calls the classifier with a prepared additive mask so that the graph holds only simple ops. For a
-    decoder the mask is causal too (a prepared mask replaces the one transformers would build): a token
-    sees the tokens up to itself that are not padding."""
+    """Calls the classifier with a prepared additive mask so that the graph holds only simple ops (with
+    `additive` False, with the 2-D mask as given). For a decoder the mask is causal too (a prepared mask
+    replaces the one transformers would build): a token sees the tokens up to itself that are not padding."""
 
-    def __init__(self, model: nn.Module, input_names: tuple[str, ...]):
+    def __init__(self, model: nn.Module, input_names: tuple[str, ...], additive: bool = True):
         super().__init__()
         self.model = model
         self.input_names = input_names
         self.causal = is_causal(model)
+        self.additive = additive
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(self.input_names, inputs))
+        if not self.additive:
+            return self.model(**kwargs).logits
         keep = kwargs["attention_mask"][:, None, None, :].to(torch.float32)  # (B, 1, 1, S)
         if self.causal:
             size = keep.shape[-1]
@@ -95,9 +110,22 @@ def _sample_inputs(tokenizer, names: tuple[str, ...]) -> tuple[torch.Tensor, ...
     return tuple(enc[n] for n in names)
 
 
+def takes_additive_mask(model: nn.Module, tokenizer) -> bool:
+    """Whether the model computes its own logits when given the wrapper's prepared additive mask, on the
+    sample inputs in torch (False for a model that multiplies by the mask: DeBERTa)."""
+    names = model_input_names(model, tokenizer)
+    inputs = _sample_inputs(tokenizer, names)
+    with _eager_attention(model), torch.no_grad():
+        want = model.eval()(**dict(zip(names, inputs))).logits
+        got = _LogitsWithAdditiveMask(model, names).eval()(*inputs)
+    return bool((got - want).abs().max() <= FLOAT_GRAPH_TOLERANCE)
+
+
 def _torch_export(model: nn.Module, tokenizer, opset: int) -> onnx.ModelProto:
     names = model_input_names(model, tokenizer)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {OUTPUT_NAME: {0: "batch"}}
+    # eval() on the wrapper too: the exporter restores the mode of the module it is given, its children's included
+    wrapper = _LogitsWithAdditiveMask(model.eval(), names, takes_additive_mask(model, tokenizer)).eval()
     buf = io.BytesIO()
     with _eager_attention(model), torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter's deprecation notice and the tracer's shape-as-constant notes are expected:
@@ -105,7 +133,7 @@ def _torch_export(model: nn.Module, tokenizer, opset: int) -> onnx.ModelProto:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            _LogitsWithAdditiveMask(model.eval(), names),
+            wrapper,
             _sample_inputs(tokenizer, names),
             buf,
             dynamo=False,
@@ -134,11 +162,6 @@ def export_float_graph(model: nn.Module, tokenizer, opset: int) -> onnx.ModelPro
     return convert_opset(graph, opset)
 
 
-# onnxruntime vs torch on the float graph: about 1e-6 on the architectures that export correctly; a graph that
-# computes something else (a dropped mask, an op exported wrongly) is off by whole logits.
-FLOAT_GRAPH_TOLERANCE = 1e-3
-
-
 def _float_graph_error(model: nn.Module, tokenizer, graph: onnx.ModelProto) -> float:
     """Max abs difference between onnxruntime's logits of `graph` and torch's, on the sample inputs."""
     import onnxruntime as ort
@@ -150,6 +173,12 @@ def _float_graph_error(model: nn.Module, tokenizer, graph: onnx.ModelProto) -> f
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT_NAME], {n: x.numpy() for n, x in zip(names, inputs)})[0]
     return float(abs(got - want).max())
+
+
+def _float_constants(graph: onnx.ModelProto) -> int:
+    """How many float values the graph's initializers hold."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    return sum(math.prod(i.dims) for i in graph.graph.initializer if i.data_type in floats)
 
 
 def check_exportable(model: nn.Module, tokenizer, profiles: Sequence[DeviceProfile], source: object) -> None:
@@ -165,6 +194,15 @@ def check_exportable(model: nn.Module, tokenizer, profiles: Sequence[DeviceProfi
         raise BadInputError(
             f"{source}: the exporter cannot trace this architecture ({kind}): {type(exc).__name__}: {exc}"
         ) from exc
+    n_params = sum(p.numel() for p in model.parameters())
+    extra = _float_constants(graph) - n_params
+    if extra > FOLDED_CONSTANTS_TOLERANCE * n_params:
+        raise BadInputError(
+            f"{source}: the exported float graph of this architecture ({kind}) holds {extra} more float "
+            "constants than the model has parameters: the exporter folded a computation on weights into "
+            "constants (for example relative-position projections), which would ship in float outside the "
+            "budget; this architecture is not supported"
+        )
     diff = _float_graph_error(model, tokenizer, graph)
     if not diff <= FLOAT_GRAPH_TOLERANCE:  # NaN included
         raise BadInputError(

@@ -10,11 +10,11 @@ import torch
 from tiny import tiny_train_settings
 
 from toolchain.adapter import Grid, RandomConfigSource, Run, make_config, train
-from toolchain.adapter.tables import embedding_modules
 from toolchain.adapter.train_loop import table_plan
 from toolchain.errors import BadInputError
 from toolchain.evaluate import encode
 from toolchain.exporters import export_model, twin_of
+from toolchain.models import table_modules
 from toolchain.profiles import EmbeddingQuant, load_profile
 from toolchain.quant.core import Scheme
 from toolchain.quant.model import QuantEmbedding
@@ -63,7 +63,7 @@ def test_trained_tables_keep_their_integers_and_learn_fp16_scales(run):
     for spec in (TWO_BIT, FOUR_BIT):
         assert run.trained_table(spec)
         tables = run.tables(spec)
-        assert sorted(tables) == sorted(embedding_modules(float_net))
+        assert sorted(tables) == sorted(table_modules(float_net))
         for name, qw in tables.items():
             ptq = quantize_table(float_net.get_submodule(name).weight, spec)
             assert torch.equal(qw.q, ptq.q)

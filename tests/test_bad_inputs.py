@@ -67,12 +67,15 @@ class Env:
 
 
 def _no_linear_model(env: Env) -> Path:
-    """GPT-2 computes with transformers' Conv1D, not nn.Linear: loads, but nothing to quantize."""
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+    """SqueezeBERT computes with grouped nn.Conv1d layers, not nn.Linear: loads, but nothing to quantize."""
+    from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
-    path = env.tmp / "gpt2"
-    config = GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100, num_labels=3)  # the tiny corpus's 3 classes
-    GPT2ForSequenceClassification(config).save_pretrained(path)
+    path = env.tmp / "squeezebert"
+    config = SqueezeBertConfig(
+        vocab_size=100, hidden_size=32, embedding_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=3,  # the tiny corpus's 3 classes
+    )  # fmt: skip
+    SqueezeBertForSequenceClassification(config).save_pretrained(path)
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (env.build.model / f).is_file():
             shutil.copy(env.build.model / f, path / f)
@@ -184,7 +187,7 @@ CASES = [
     _case("model: truncated weights", 2, bad_model(lambda d: _truncated(d / "model.safetensors"))),
     _case("model: no tokenizer files", 2, bad_model(
         lambda d: [_unlinked(d / f) for f in ("tokenizer.json", "vocab.txt")])),
-    _case("model: no Linear layers (GPT-2)", 2, build_with(model=_no_linear_model)),
+    _case("model: no Linear layers (SqueezeBERT)", 2, build_with(model=_no_linear_model)),
     # data
     _case("data: file missing", 2, build_with(data=lambda e: e.tmp / "nope.csv")),
     _case("data: empty CSV", 2, bad_data("d.csv", "")),

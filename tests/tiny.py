@@ -116,21 +116,26 @@ _ARCH = {
                   intermediate_size=128),
     "qwen2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                   intermediate_size=128),
+    "gpt2": dict(n_embd=64, n_layer=2, n_head=2, n_inner=128),
+    "mpnet": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
     "deberta-v2": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
 }  # fmt: skip
 ARCHITECTURES = tuple(_ARCH)
+# DeBERTa-v3's relative attention (as its checkpoints configure it), on top of _ARCH["deberta-v2"]
+DEBERTA_V3 = dict(relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"],
+                  position_biased_input=False, norm_rel_ebd="layer_norm", share_att_key=True)  # fmt: skip
 
 
-def tiny_architecture_dir(path: Path, model_type: str, seed: int = 0) -> Path:
-    """A seeded, randomly initialised base model (no task head) of `model_type` and the tiny tokenizer
-    (token type ids only where the architecture has them)."""
+def tiny_architecture_dir(path: Path, model_type: str, seed: int = 0, **config) -> Path:
+    """A seeded, randomly initialised base model (no task head) of `model_type` (`config` overriding its
+    settings) and the tiny tokenizer (token type ids only where the architecture has them)."""
     from transformers import AutoConfig, AutoModel
 
     path = Path(path)
     types = model_type in ("electra",)  # the others have no token type embeddings worth feeding
     vocab_size = _save_tokenizer(path, None if types else ["input_ids", "attention_mask"])
     config = AutoConfig.for_model(
-        model_type, vocab_size=vocab_size, max_position_embeddings=160, pad_token_id=0, **_ARCH[model_type]
+        model_type, vocab_size=vocab_size, max_position_embeddings=160, pad_token_id=0, **(_ARCH[model_type] | config)
     )
     torch.manual_seed(seed)
     AutoModel.from_config(config).save_pretrained(path)

@@ -30,8 +30,8 @@ def _add_training_inputs(parser: argparse.ArgumentParser, steps_help: str) -> No
     parser.add_argument("--model", type=Path, help="local model directory (default: all-MiniLM-L6-v2)")
     parser.add_argument(
         "--data",
-        help="a dataset name (mr, sotu-era, bbc-news; default mr), a CSV/JSONL file (text, label, optional id and "
-        "group columns) or a folder of class subfolders",
+        help="a dataset name (mr, sotu-era, bbc-news; default mr), a CSV/JSONL file (text, label, optional "
+        "text_pair, id and group columns) or a folder of class subfolders",
     )
     parser.add_argument("--steps", type=count, help=steps_help)
     parser.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolchain import task_head
+from toolchain import linear_like, task_head
 from toolchain.errors import BadInputError
 
 # The pooler is not searched (nor is the task head, task_head.in_head): both are tiny and sit after the last
@@ -49,6 +49,36 @@ def quantizable_layers(model: nn.Module) -> list[LayerSpec]:
             kind = name[match.end() :] if match else name
             specs.append(LayerSpec(name, m.out_features, m.in_features, index, kind))
     return specs
+
+
+# An nn.Embedding narrower than this is not a token table but a bias looked up by index (MPNet's and T5's
+# relative_attention_bias: buckets x heads, a few hundred entries). It stays fp32, like biases and norms:
+# no block format tiles a row of 12, and storing it as integers would save a few hundred bytes.
+MIN_TABLE_WIDTH = 32
+
+
+def table_modules(model: nn.Module) -> list[str]:
+    """Every token table of `model`, by module name: the nn.Embedding modules at least MIN_TABLE_WIDTH wide
+    that its forward calls to look rows up (found with forward hooks on a four-token input), which a
+    profile's `embeddings:` stores as integers. A table the model reads whole (DeBERTa-v3's
+    `rel_embeddings`, normalised and used as one matrix) is a weight, not a table. Every stage that
+    quantizes, trains, costs or exports tables asks this."""
+    wide = {
+        m: name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Embedding) and m.embedding_dim >= MIN_TABLE_WIDTH
+    }
+    called: set[str] = set()
+    hooks = [m.register_forward_hook(lambda m, args, out: called.add(wide[m])) for m in wide]
+    device = next(model.parameters()).device
+    ids = torch.arange(1, 5, device=device).remainder(model.config.vocab_size)[None]
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [name for name in wide.values() if name in called]
 
 
 def default_model_path() -> Path:
@@ -90,7 +120,8 @@ def load_checkpoint(path: Path | str, label_names: list[str], seed: int | None =
     A base model gets a fresh task head, initialised from torch's generator seeded with `seed` (None: from
     its current state). A directory that already holds a trained head keeps it: its labels (config.json
     id2label) must be the data's, and its output rows are reordered to the data's order
-    (`task_head.align_labels`). Never touches the network: HF_HUB_OFFLINE is set and files are read from
+    (`task_head.align_labels`). Linear-like layers are nn.Linear in the model returned (`linear_like.as_linear`).
+    Never touches the network: HF_HUB_OFFLINE is set and files are read from
     `path` only.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
@@ -131,9 +162,10 @@ def load_checkpoint(path: Path | str, label_names: list[str], seed: int | None =
     new = frozenset(info["missing_keys"]) | mismatched
     if not head & new:  # the directory's own head, trained for its own label order
         task_head.align_labels(model, task_head.trained_labels(config), label_names, str(path))
+    linear_like.as_linear(model)  # GPT-2's Conv1D: an nn.Linear from here on, saved in its own layout
     if not quantizable_layers(model):
         kinds = sorted({type(m).__name__ for m in model.modules() if getattr(m, "weight", None) is not None
-                        and m.weight.dim() == 2 and not isinstance(m, nn.Embedding | nn.Linear)})  # fmt: skip
+                        and m.weight.dim() >= 2 and not isinstance(m, nn.Embedding | nn.Linear)})  # fmt: skip
         found = f" (its weight layers are {', '.join(kinds)}, which edgeq does not quantize)" if kinds else ""
         raise BadInputError(
             f"{path}: model_type {config.model_type!r} has no nn.Linear layers to quantize outside its task head{found}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from toolchain.errors import BadInputError
-from toolchain.models import LayerSpec
+from toolchain.models import LayerSpec, table_modules
 from toolchain.profiles import Budget, DeviceProfile, TensorQuant
 from toolchain.quant.tables import table_cost, table_problems
 
@@ -32,17 +32,17 @@ GRAPH_RESERVE_BYTES = 300_000
 class OutsideParams:
     """The model's parameters outside the searched layers, by how a profile may store them."""
 
-    tables: dict[str, tuple[int, int]]  # nn.Embedding -> (vocab, hidden)
+    tables: dict[str, tuple[int, int]]  # token tables (models.table_modules) -> (vocab, hidden)
     head: dict[str, tuple[int, int]]  # plain Linears outside the search -> (out, in) of the weight
-    float_params: int  # everything else: biases, norms (always fp32)
+    float_params: int  # everything else: biases, norms, narrow bias tables (always fp32)
     layer_params: int  # weights of the searched layers
 
     @classmethod
     def of_model(cls, model: nn.Module, specs: Sequence[LayerSpec]) -> OutsideParams:
-        searched = {s.name for s in specs}
+        searched, stored = {s.name for s in specs}, set(table_modules(model))
         tables, head, counted = {}, {}, set()
         for name, m in model.named_modules():
-            if isinstance(m, nn.Embedding):
+            if name in stored:
                 tables[name] = tuple(m.weight.shape)
                 counted.add(id(m.weight))
             elif isinstance(m, nn.Linear):

@@ -17,10 +17,10 @@ from toolchain.adapter.base import QuantBase
 from toolchain.adapter.layer import CoALinear, LayerState
 from toolchain.adapter.mapper import ConfigMapper, Vocab
 from toolchain.adapter.settings import ForwardMode, TrainSettings
-from toolchain.adapter.tables import CoAEmbedding, TableBase, embedding_modules
+from toolchain.adapter.tables import CoAEmbedding, TableBase
 from toolchain.bitconfig import BRANCH_DOWN, BRANCH_UP, BitConfig
 from toolchain.errors import BadInputError
-from toolchain.models import LayerSpec
+from toolchain.models import LayerSpec, table_modules
 from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import check_config_layers as check_config
@@ -44,17 +44,17 @@ class CoAModel(nn.Module):
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.specs, self.rank, self.mode = list(specs), settings.rank, settings.forward
+        token_tables = table_modules(self.net) if tables is not None and tables.formats else []
         self.layers: list[CoALinear] = []
         for spec in self.specs:
             layer = CoALinear(get_module(self.net, spec.name), spec, base, settings)
             set_module(self.net, spec.name, layer)
             self.layers.append(layer)
         self.tables: list[CoAEmbedding] = []
-        if tables is not None and tables.formats:
-            for name in embedding_modules(self.net):
-                emb = CoAEmbedding(self.net.get_submodule(name), name, tables)
-                set_module(self.net, name, emb)
-                self.tables.append(emb)
+        for name in token_tables:  # asked of the float model, before its Linears change
+            emb = CoAEmbedding(self.net.get_submodule(name), name, tables)
+            set_module(self.net, name, emb)
+            self.tables.append(emb)
         for name, p in self.net.named_parameters():
             if in_head(self.net, name):
                 p.requires_grad_(True)  # the task head trains jointly

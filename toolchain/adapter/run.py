@@ -21,12 +21,11 @@ from torch import nn
 from toolchain.adapter import run_files as files
 from toolchain.adapter.model import CoAModel, check_config
 from toolchain.adapter.settings import Grid, TrainSettings
-from toolchain.adapter.tables import embedding_modules
 from toolchain.bitconfig import BitConfig
 from toolchain.data import Splits, split
 from toolchain.errors import BadInputError, IntegrityError
 from toolchain.evaluate import Metrics, metrics, predict_logits
-from toolchain.models import LayerSpec, quantizable_layers
+from toolchain.models import LayerSpec, quantizable_layers, table_modules
 from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import apply_quantized, apply_tables
@@ -136,7 +135,7 @@ class Run:
             out = self.adapter_model.generate_tables(table)
         else:
             net = self._float
-            out = {n: quantize_table(net.get_submodule(n).weight, table) for n in embedding_modules(net)}
+            out = {n: quantize_table(net.get_submodule(n).weight, table) for n in table_modules(net)}
         self._tables[table] = out
         return out
 

@@ -19,6 +19,7 @@ from torch import nn
 from toolchain.adapter.base import entry_tensors, entry_weight
 from toolchain.errors import BadInputError
 from toolchain.io import atomic_write_bytes
+from toolchain.models import table_modules
 from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.tables import FP16_TINY, quantize_table
@@ -28,11 +29,6 @@ def format_key(spec: EmbeddingQuant) -> str:
     """A module-name-safe key of a table format: b2_asym_b32, b8_symm_row."""
     gran = "row" if spec.block_size is None else f"b{spec.block_size}"
     return f"b{spec.bits}_{spec.scheme.value[:4]}_{gran}"
-
-
-def embedding_modules(model: nn.Module) -> list[str]:
-    """Every nn.Embedding of `model`, by module name: the tables a profile's `embeddings:` stores as integers."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
 
 
 class TableBase:
@@ -62,7 +58,7 @@ class TableBase:
     ) -> TableBase:
         tensors: dict[str, torch.Tensor] = {}
         for spec in formats:
-            for name in embedding_modules(model):
+            for name in table_modules(model):
                 qw = quantize_table(model.get_submodule(name).weight, spec)
                 tensors.update(entry_tensors(f"{name}|{format_key(spec)}", qw))
             if on_entry is not None:
