@@ -137,7 +137,7 @@ def results_table(dist: Path) -> str:
 
 
 def _memory_line(stages: dict) -> str:
-    """Peak resident memory per stage, from build.json (toolchain.build.memory)."""
+    """Peak resident memory per stage, from build.json (toolchain.memory)."""
     peaks = stages["peak_rss_mb"]
     export = {k.split("/", 1)[1]: v for k, v in peaks.items() if k.startswith("export_validate/")}
     whole = [f"{k} {v / 1000:.2f}" for k, v in peaks.items() if "/" not in k]

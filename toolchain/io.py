@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     On any exception (an interrupt included) the temporary file is removed and `path` is as it was; a full
     disk, a read-only file system or missing permissions raise WriteError naming `path`.
     """
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` writes the file's content to the path it is given (a temporary file beside `path`); it is
+    then fsynced and renamed over `path`, as atomic_write_bytes does. For writers that stream to a file
+    (safetensors' save_file) rather than build the bytes in memory first."""
     path = Path(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        os.close(fd)
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a package is meant to be shared
         os.replace(tmp, path)

@@ -30,7 +30,7 @@ from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
 from toolchain.quant.model import apply_quantized, apply_tables
 from toolchain.quant.tables import quantize_table
-from toolchain.task_head import copy_head
+from toolchain.task_head import copy_head, in_head
 
 
 class Run:
@@ -51,8 +51,11 @@ class Run:
         self.tokenizer, self.adapter_model, self._float, self._logits = tokenizer, coa, float_net, logits
         self.label_names: list[str] = list(info["label_names"])
         self.specs: list[LayerSpec] = [LayerSpec(**d) for d in info["specs"]]
-        self._deploy = copy.deepcopy(float_net)
-        copy_head(coa.net, self._deploy)  # the jointly trained head
+        # the float model with the jointly trained head: its own head, every other parameter shared (never
+        # written: apply_quantized copies it)
+        shared = {id(p): p for n, p in float_net.named_parameters() if not in_head(float_net, n)}
+        self._deploy = copy.deepcopy(float_net, shared)
+        copy_head(coa.net, self._deploy)
         self._tables: dict[EmbeddingQuant, dict[str, QuantizedWeight]] = {}  # Run.tables, by format
 
     @staticmethod

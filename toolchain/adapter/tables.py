@@ -9,16 +9,16 @@ the precision they ship in, so a format's `generate` is exactly what the trained
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save_file
 from torch import nn
 
-from toolchain.adapter.base import entry_tensors, entry_weight
+from toolchain.adapter.base import TensorFile, entry_tensors, entry_weight
 from toolchain.errors import BadInputError
-from toolchain.io import atomic_write_bytes
+from toolchain.io import atomic_write
 from toolchain.models import table_modules
 from toolchain.profiles import EmbeddingQuant
 from toolchain.quant.core import QuantizedWeight
@@ -34,7 +34,7 @@ def format_key(spec: EmbeddingQuant) -> str:
 class TableBase:
     """(table module, format) -> the QuantizedWeight quantize_table gives the float fine-tuned table."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], formats: Sequence[EmbeddingQuant]):
+    def __init__(self, tensors: Mapping[str, torch.Tensor], formats: Sequence[EmbeddingQuant]):
         self._t = tensors
         self.formats = list(formats)
 
@@ -66,11 +66,11 @@ class TableBase:
         return cls(tensors, formats)
 
     def save(self, path: Path) -> None:
-        atomic_write_bytes(path, save(self._t))
+        atomic_write(path, lambda tmp: save_file(self._t, str(tmp)))  # streamed: no copy in memory
 
     @classmethod
     def load(cls, path: Path, formats: Sequence[EmbeddingQuant]) -> TableBase:
-        return cls(load_file(str(path)), formats)
+        return cls(TensorFile(path), formats)  # read per table and format, not held
 
 
 def fp16_scale(scale: torch.Tensor) -> torch.Tensor:

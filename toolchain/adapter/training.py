@@ -30,6 +30,7 @@ from toolchain.data import TextDataset, split
 from toolchain.evaluate import metrics, predict_logits
 from toolchain.finetune import finetune
 from toolchain.io import atomic_write_bytes, atomic_write_json, staged_dir
+from toolchain.memory import release_freed
 from toolchain.models import LayerSpec, load_checkpoint, quantizable_layers
 
 
@@ -59,10 +60,13 @@ def train(
         splits = split(dataset, s.seed)
         quiet = not (progress and par.is_main)
         float_stage(run_dir, Path(model_dir), dataset, splits.train, s, not quiet)
+        release_freed()  # each stage starts from what is alive, not on the last one's free heap
         model, tok = files.load_float(run_dir, dataset.label_names)
         logits_stage(run_dir, model, tok, splits, s)
         base_stage(run_dir, model, s, not quiet)
+        release_freed()
         tables_stage(run_dir, model, s, not quiet)
+        release_freed()
     specs = quantizable_layers(model)
     source = config_source or RandomConfigSource(specs, s.bits, s.grids)
     coa = files.load_coa(run_dir, model, specs, s)
@@ -77,6 +81,8 @@ def train(
         _write_run_json(run_dir, s, specs, dataset.label_names, None if sens is None else sens.to_dict())
         files.write_manifest(run_dir)
     par.wait()
+    del coa, data, model  # the loaded Run holds its own copies
+    release_freed()
     return Run.load(run_dir)
 
 

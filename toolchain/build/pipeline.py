@@ -18,12 +18,12 @@ from toolchain.build.branch import MERGED
 from toolchain.build.device import BuildResult, DeviceContext, package_device
 from toolchain.build.device_search import search_docs, search_run, write_search
 from toolchain.build.fingerprint import dataset_sha256, model_sha256, run_key
-from toolchain.build.memory import stage_peak
 from toolchain.build.report import index_report
 from toolchain.build.training import train_branch_run, train_run, training_settings
 from toolchain.data import TextDataset, load_dataset
 from toolchain.errors import BadInputError, ValidationFailedError
 from toolchain.io import atomic_write_json, atomic_write_text, recover_staged_sets, require_writable, staged_set
+from toolchain.memory import stage_peak
 from toolchain.models import LayerSpec, default_model_path, load_checkpoint, quantizable_layers
 from toolchain.profiles import DeviceProfile, profiles_or_default
 from toolchain.provenance import source_hash
