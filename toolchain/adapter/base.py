@@ -3,19 +3,15 @@ and grid, computed once per run and cached (safetensors) in its directory.
 
 Integers are stored as int8 (symmetric) or uint8 (asymmetric; 8-bit asymmetric reaches 255), which holds
 every range 2..8 bits produces; `get` returns the toolchain's QuantizedWeight (int16 integers).
-
-A loaded base is read from its file entry by entry (`TensorFile`), not held: a step reads the few entries
-its configurations use. On MiniLM the default build's base is 372 MB of 35 entries per layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from toolchain.adapter.settings import Grid
@@ -23,43 +19,6 @@ from toolchain.errors import BadInputError
 from toolchain.io import atomic_write
 from toolchain.models import LayerSpec
 from toolchain.quant.core import QuantizedWeight, Scheme, quantize_mse
-
-
-class TensorFile(Mapping[str, torch.Tensor]):
-    """The tensors of a safetensors file, each read when asked for and none kept. The file is opened
-    (memory-mapped) per read and closed again, so no part of it stays in the process's memory; an
-    entry's tensors are read in one opening (`read`), about 0.6 ms on the build host."""
-
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        with safe_open(str(self.path), framework="pt") as f:  # reads and checks the header
-            self._keys = frozenset(f.keys())
-
-    def read(self, keys: Sequence[str]) -> list[torch.Tensor | None]:
-        """The tensors named `keys` (None for a name the file does not hold), from one opening."""
-        with safe_open(str(self.path), framework="pt") as f:
-            return [f.get_tensor(k) if k in self._keys else None for k in keys]
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys:
-            raise KeyError(key)
-        return self.read([key])[0]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._keys))
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
-def read_tensors(tensors: Mapping[str, torch.Tensor], keys: Sequence[str]) -> list[torch.Tensor | None]:
-    """tensors[k] for each of `keys` (None when absent), a TensorFile's in one opening."""
-    if isinstance(tensors, TensorFile):
-        return tensors.read(keys)
-    return [tensors.get(k) for k in keys]
 
 
 def entry_key(layer: str, bits: int, grid: Grid) -> str:
@@ -119,7 +78,7 @@ class QuantBase:
 
     @classmethod
     def load(cls, path: Path, grids: Sequence[Grid]) -> QuantBase:
-        return cls(TensorFile(path), grids)
+        return cls(load_file(str(path)), grids)
 
 
 def entry_tensors(key: str, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
@@ -140,7 +99,7 @@ def entry_weight(
     device: torch.device | None = None,
 ) -> QuantizedWeight:
     """The QuantizedWeight `entry_tensors` stored under `key` (int16 integers, on `device`)."""
-    q, scale, zp = read_tensors(tensors, [f"{key}|q", f"{key}|s", f"{key}|z"])
+    q, scale, zp = tensors[f"{key}|q"], tensors[f"{key}|s"], tensors.get(f"{key}|z")
     return QuantizedWeight(
         q=q.to(device=device, dtype=torch.int16),
         scale=scale.to(device),

@@ -4,11 +4,6 @@ It holds the layer's shared low-rank factors A (r x in) and B (out x r), its PEQ
 (bit-width, grid), and the float fine-tuned weight (for the rounding residual). Before each forward the
 model sets `current` (this layer's LayerBits, its Q(c) and the rank); the forward then computes exactly the
 weight `generate` ships for that configuration.
-
-In training the forward weight is recomputed in the backward pass instead of kept (activation
-checkpointing of the weight alone). Its temporaries are several copies of the layer's weight (the integers
-as floats, the adapter product, the rounding offset); kept for every layer of every configuration of a step,
-they were most of a training step's memory.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from toolchain.adapter.base import QuantBase
 from toolchain.adapter.merge import (
@@ -137,14 +131,7 @@ class CoALinear(nn.Module):
         factor = functools.partial(quantize_rtn, bits=BRANCH_BITS, scheme=Scheme.SYMMETRIC, block_size=None)
         return to_quantized(base.q.float(), scale, base), factor(down.cpu()), factor(up.cpu())
 
-    def _forward_weight(self, state: LayerState) -> torch.Tensor:
-        return self.weight(state)[0]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.current is None:
             raise EdgeqError(f"{self.spec.name}: no configuration set (call CoAModel.set_config first)")
-        if torch.is_grad_enabled():  # the state is bound here: the recomputation uses this forward's
-            w = checkpoint(self._forward_weight, self.current, use_reentrant=False)
-        else:
-            w = self._forward_weight(self.current)
-        return nn.functional.linear(x, w, self.bias)
+        return nn.functional.linear(x, self.weight(self.current)[0], self.bias)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from toolchain.adapter.base import TensorFile, entry_tensors, entry_weight
+from toolchain.adapter.base import entry_tensors, entry_weight
 from toolchain.errors import BadInputError
 from toolchain.io import atomic_write
 from toolchain.models import table_modules
@@ -70,7 +70,7 @@ class TableBase:
 
     @classmethod
     def load(cls, path: Path, formats: Sequence[EmbeddingQuant]) -> TableBase:
-        return cls(TensorFile(path), formats)  # read per table and format, not held
+        return cls(load_file(str(path)), formats)
 
 
 def fp16_scale(scale: torch.Tensor) -> torch.Tensor:

@@ -209,7 +209,7 @@ def _build_record(wall_s: float, stages: dict) -> dict:
 
     `stages["training"]["wall_s"]` is this build's time in training (seconds when the run was cached);
     `run_stages` are the times the run recorded when it was trained. `stages["peak_rss_mb"]`: each stage's
-    peak resident memory (toolchain.build.memory)."""
+    peak resident memory (toolchain.memory)."""
     return {
         "wall_s": round(wall_s, 1),
         "source_hash": source_hash(),  # which code built it (toolchain.provenance)
