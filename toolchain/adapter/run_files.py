@@ -196,7 +196,7 @@ def load_logits(run_dir: Path) -> dict[str, torch.Tensor]:
 def load_coa(run_dir: Path, model: nn.Module, specs: list[LayerSpec], s: TrainSettings) -> CoAModel:
     """The adapter model over `model` with the run's quantized base and tables, its factors initialised
     (seeded, without touching the caller's RNG); training or `load_trainable_state` fills them."""
-    base = QuantBase.load(run_dir / BASE, s.grids)
+    base = QuantBase.load(run_dir / BASE, s.grids, model, specs)
     tables = TableBase.load(run_dir / TABLES, trained_formats(s))
     with torch.random.fork_rng():
         torch.manual_seed(s.seed)

@@ -16,12 +16,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from toolchain.adapter.base import entry_tensors, entry_weight
+from toolchain.adapter.base import grid_tensors
 from toolchain.errors import BadInputError
 from toolchain.io import atomic_write
 from toolchain.models import table_modules
 from toolchain.profiles import EmbeddingQuant
-from toolchain.quant.core import QuantizedWeight
+from toolchain.quant.core import QuantizedWeight, Scheme
 from toolchain.quant.tables import FP16_TINY, quantize_table
 
 
@@ -127,3 +127,29 @@ class CoAEmbedding(nn.Module):
             scheme=base.scheme,
             block_size=base.block_size,
         )
+
+
+def entry_tensors(key: str, qw: QuantizedWeight) -> dict[str, torch.Tensor]:
+    """`qw` as stored under `key`: integers (`|q`, int8 or uint8), scales (`|s`) and zero points (`|z`)."""
+    store = torch.int8 if qw.scheme is Scheme.SYMMETRIC else torch.uint8
+    return {f"{key}|q": qw.q.to(store).contiguous()} | grid_tensors(key, qw)
+
+
+def entry_weight(
+    tensors: Mapping[str, torch.Tensor],
+    key: str,
+    bits: int,
+    scheme: Scheme,
+    block_size: int | None,
+    device: torch.device | None = None,
+) -> QuantizedWeight:
+    """The QuantizedWeight `entry_tensors` stored under `key` (int16 integers, on `device`)."""
+    q, scale, zp = tensors[f"{key}|q"], tensors[f"{key}|s"], tensors.get(f"{key}|z")
+    return QuantizedWeight(
+        q=q.to(device=device, dtype=torch.int16),
+        scale=scale.to(device),
+        zero_point=None if zp is None else zp.to(device=device, dtype=torch.int16),
+        bits=bits,
+        scheme=scheme,
+        block_size=block_size,
+    )

@@ -30,7 +30,7 @@ from toolchain.data import TextDataset, split
 from toolchain.evaluate import metrics, predict_logits
 from toolchain.finetune import finetune
 from toolchain.io import atomic_write_bytes, atomic_write_json, staged_dir
-from toolchain.memory import release_freed
+from toolchain.memory import release_freed, trim_heap
 from toolchain.models import LayerSpec, load_checkpoint, quantizable_layers
 
 
@@ -148,10 +148,18 @@ def base_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
         return
     timer = files.Timer()
     bar = tqdm(total=len(s.bits) * len(s.grids), desc="quantized base", disable=not progress, dynamic_ncols=True)
-    base = QuantBase.build(model, quantizable_layers(model), s.bits, s.grids, on_entry=lambda: bar.update(1))
+    # trimmed per entry: the clip search's freed temporaries otherwise stay in the heap around the kept
+    # integers (MiniLM: a 2.6 GB resident set for 0.39 GB of integers; 1.1 GB trimmed, no slower)
+    base = QuantBase.build(model, quantizable_layers(model), s.bits, s.grids, on_entry=lambda: _tick(bar))
     bar.close()
     base.save(run_dir / files.BASE)
     timer.record(run_dir, "quantized_base")
+
+
+def _tick(bar) -> None:
+    """One entry of a quantized base or table set done: progress, and its freed temporaries handed back."""
+    bar.update(1)
+    trim_heap()
 
 
 def tables_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
@@ -161,7 +169,7 @@ def tables_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None
     timer = files.Timer()
     formats = files.trained_formats(s)
     bar = tqdm(total=len(formats), desc="quantized tables", disable=not progress or not formats, dynamic_ncols=True)
-    tables = TableBase.build(model, formats, on_entry=lambda: bar.update(1))
+    tables = TableBase.build(model, formats, on_entry=lambda: _tick(bar))
     bar.close()
     tables.save(run_dir / files.TABLES)
     timer.record(run_dir, "quantized_tables")

@@ -20,6 +20,7 @@ from toolchain.build.sizes import size_breakdown
 from toolchain.data import interleave_classes
 from toolchain.evaluate import predict_logits
 from toolchain.io import atomic_write_text, staged_dir
+from toolchain.memory import release_freed
 from toolchain.profiles import DeviceProfile
 
 CALIBRATION_TEXTS = 64  # training texts whose activation ranges static int8 activations are calibrated on
@@ -84,6 +85,9 @@ def package_device(
         fidelity_texts = test.inputs[:FIDELITY_SAMPLES]
         reference = predict_logits(twin, run.tokenizer, fidelity_texts, run.settings.max_length).numpy()
         np.save(stage / REFERENCE_LOGITS, reference)  # lets `edgeq validate` re-check fidelity without torch
+        model_config = qmodel.config
+        del qmodel, twin  # validation's onnxruntime sessions start without the torch copies
+        release_freed()
         report = validate(
             stage / "model.onnx",
             profile,
@@ -95,7 +99,7 @@ def package_device(
             float_onnx_path=export.float_model_path,
             max_length=run.settings.max_length,
         )
-        write_loading_files(stage, qmodel.config, run.tokenizer, run.settings.max_length)
+        write_loading_files(stage, model_config, run.tokenizer, run.settings.max_length)
         manifest = _manifest(ctx, profile, config, variant, export, report, stage)
         atomic_write_text(stage / "report.html", device_report(manifest, ctx.front_svg))
         manifest = manifest.model_copy(update={"files": hash_files(stage)})

@@ -146,24 +146,59 @@ def _build_locked(inputs: Inputs, s: BuildSettings, state: Path, staged: Path, s
     )
     with stage_peak(stages, "branch"):
         choices, branch_ctx = _branch_variants(run, inputs, s, result, ctx, stages, docs)
-    merged_variant = {"weights": MERGED, "rank": run.settings.rank}
-    devices = tqdm(inputs.profiles, desc="export + validate", unit="device", disable=not s.progress, dynamic_ncols=True)
-    results = []
-    for p in devices:
-        t = time.perf_counter()
-        choice = choices.get(p.name)
-        with stage_peak(stages, f"export_validate/{p.name}"):
-            if choice is None:
-                results.append(package_device(ctx, p, result.selection(p.name).config, merged_variant, staged))
-            else:
-                where = branch_ctx if choice.use_branch else ctx
-                results.append(package_device(where, p, choice.chosen.config, choice.variant(), staged))
-        stages.setdefault("export_validate_wall_s", {})[p.name] = round(time.perf_counter() - t, 1)
+    jobs = _device_jobs(inputs.profiles, result, choices, ctx, branch_ctx)
+    del docs, result, branch_ctx, run  # each job holds what its package needs: the branch run only its own
+    results = _package_all(jobs, staged, stages, s.progress)
     manifests = [r.manifest for r in results]
     summary = [m.model_dump(mode="json", exclude={"test_ids", "files", "bit_config"}) for m in manifests]
     atomic_write_json(staged / "summary.json", {"devices": summary})
     atomic_write_text(staged / "index.html", index_report(manifests, ctx.front_svg))
     return results
+
+
+@dataclass(frozen=True)
+class _DeviceJob:
+    """One device's package to make: the run it is generated from, its configuration and variant."""
+
+    profile: DeviceProfile
+    ctx: DeviceContext
+    config: object  # BitConfig
+    variant: dict
+    from_branch: bool = False
+
+
+def _device_jobs(profiles, result, choices: dict, ctx: DeviceContext, branch_ctx) -> list[_DeviceJob]:
+    """Each profile's package, in profile order: the searched configuration with merged integers, or for a
+    profile that allows a branch, what `_branch_variants` chose (generated from the branch run if it won)."""
+    merged = {"weights": MERGED, "rank": ctx.run.settings.rank}
+    jobs = []
+    for p in profiles:
+        choice = choices.get(p.name)
+        if choice is None:
+            jobs.append(_DeviceJob(p, ctx, result.selection(p.name).config, merged))
+        else:
+            where = branch_ctx if choice.use_branch else ctx
+            jobs.append(_DeviceJob(p, where, choice.chosen.config, choice.variant(), choice.use_branch))
+    return jobs
+
+
+def _package_all(jobs: list[_DeviceJob], staged: Path, stages: dict, progress: bool) -> list[BuildResult]:
+    """Package every job; results in the jobs' order. Packages generated from the branch run go first, and
+    each job is dropped once packaged, so the branch run (another copy of the quantized base and adapter)
+    is freed before the others start (each stage starts with `release_freed`)."""
+    order = sorted(range(len(jobs)), key=lambda i: (not jobs[i].from_branch, i))
+    done: dict[int, BuildResult] = {}
+    bar = tqdm(total=len(jobs), desc="export + validate", unit="device", disable=not progress, dynamic_ncols=True)
+    for i in order:
+        job, jobs[i] = jobs[i], None
+        t = time.perf_counter()
+        with stage_peak(stages, f"export_validate/{job.profile.name}"):
+            done[i] = package_device(job.ctx, job.profile, job.config, job.variant, staged)
+        stages.setdefault("export_validate_wall_s", {})[job.profile.name] = round(time.perf_counter() - t, 1)
+        del job
+        bar.update(1)
+    bar.close()
+    return [done[i] for i in sorted(done)]
 
 
 def _branch_variants(run, inputs: Inputs, s: BuildSettings, result, ctx: DeviceContext, stages: dict, docs):
