@@ -4,8 +4,8 @@ bit-width and grid, computed once per run and cached (safetensors) in its direct
 Only the grid is stored. An entry's integers are rounded again from the float weight when asked for
 (`quantize_with`, the rounding `quantize_mse` itself ends with: the same integers, bit for bit), so a run
 holds no integers beside the float weights they come from. On MiniLM the stored integers were 389 MB of
-every stage's resident set, and 7.6 x a 110M-parameter model's fp32 size would have been 3 GB; rounding a
-layer again costs about what converting its stored int8 to int16 did.
+every stage's resident set; on a 110M-parameter encoder (85M weights in its Linears, 35 entries each) they
+would have been 3 GB. Rounding a layer again cost 2-5 % of an adapter step.
 """
 
 from __future__ import annotations

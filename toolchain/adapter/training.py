@@ -148,8 +148,8 @@ def base_stage(run_dir: Path, model, s: TrainSettings, progress: bool) -> None:
         return
     timer = files.Timer()
     bar = tqdm(total=len(s.bits) * len(s.grids), desc="quantized base", disable=not progress, dynamic_ncols=True)
-    # trimmed per entry: the clip search's freed temporaries otherwise stay in the heap around the kept
-    # integers (MiniLM: a 2.6 GB resident set for 0.39 GB of integers; 1.1 GB trimmed, no slower)
+    # trimmed per entry: the clip search's freed temporaries otherwise stay in the heap around what it keeps
+    # (MiniLM, when it kept 0.39 GB of integers: 2.6 GB resident untrimmed, 1.1 GB trimmed, no slower)
     base = QuantBase.build(model, quantizable_layers(model), s.bits, s.grids, on_entry=lambda: _tick(bar))
     bar.close()
     base.save(run_dir / files.BASE)

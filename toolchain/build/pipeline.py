@@ -14,6 +14,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from toolchain.adapter import run_files
+from toolchain.bitconfig import BitConfig
 from toolchain.build.branch import MERGED
 from toolchain.build.device import BuildResult, DeviceContext, package_device
 from toolchain.build.device_search import search_docs, search_run, write_search
@@ -162,7 +163,7 @@ class _DeviceJob:
 
     profile: DeviceProfile
     ctx: DeviceContext
-    config: object  # BitConfig
+    config: BitConfig
     variant: dict
     from_branch: bool = False
 
