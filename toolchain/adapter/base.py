@@ -52,6 +52,10 @@ class QuantBase:
             )
         return key
 
+    def weight(self, layer: str) -> torch.Tensor:
+        """The float fine-tuned weight `layer`'s entries are rounded from (the model's own tensor)."""
+        return self._w[layer]
+
     def _weight(self, layer: str, device: torch.device | None) -> torch.Tensor:
         w = self._w[layer]
         if device is None or w.device == torch.device(device):

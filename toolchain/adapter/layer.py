@@ -54,7 +54,8 @@ class CoALinear(nn.Module):
         self.alpha, self.units = settings.alpha, settings.units
         self.residual, self.mode = settings.residual, settings.forward
         self.coarse_bits = min(settings.bits)  # DeltaUnits.COARSE_STEP's reference bit-width
-        self.register_buffer("w_float", linear.weight.detach().clone(), persistent=False)
+        # the base's own tensor, not a copy: the weight its entries are rounded from (never written)
+        self.register_buffer("w_float", base.weight(spec.name), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
         self.lora_a = nn.Parameter(torch.empty(settings.rank, spec.in_features))
         self.lora_b = nn.Parameter(torch.zeros(spec.out_features, settings.rank))

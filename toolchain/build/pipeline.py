@@ -185,8 +185,8 @@ def _device_jobs(profiles, result, choices: dict, ctx: DeviceContext, branch_ctx
 
 def _package_all(jobs: list[_DeviceJob], staged: Path, stages: dict, progress: bool) -> list[BuildResult]:
     """Package every job; results in the jobs' order. Packages generated from the branch run go first, and
-    each job is dropped once packaged, so the branch run (another copy of the quantized base and adapter)
-    is freed before the others start (each stage starts with `release_freed`)."""
+    each job is dropped once packaged, so the branch run (its own float model, adapter and tables) is
+    freed before the others start (each stage starts with `release_freed`)."""
     order = sorted(range(len(jobs)), key=lambda i: (not jobs[i].from_branch, i))
     done: dict[int, BuildResult] = {}
     bar = tqdm(total=len(jobs), desc="export + validate", unit="device", disable=not progress, dynamic_ncols=True)
